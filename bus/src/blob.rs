@@ -1,0 +1,117 @@
+//! The claim-check store for message bodies on local disk (the embedded backend).
+//!
+//! Bodies are written to a temporary file, fsynced, renamed into place and the directory
+//! fsynced, so a body that ingest acknowledged survives power loss.
+
+use std::path::{Path, PathBuf};
+
+use pampa_schemas::BlobRef;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::BusError;
+
+/// Computes the claim check of `bytes` under `key`.
+pub fn blob_ref(key: &str, bytes: &[u8]) -> BlobRef {
+    BlobRef {
+        key: key.to_owned(),
+        size: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(bytes)),
+    }
+}
+
+/// Checks bytes read back against their claim check.
+pub fn verify(blob: &BlobRef, bytes: &[u8]) -> Result<(), BusError> {
+    let found = hex::encode(Sha256::digest(bytes));
+    if found != blob.sha256 {
+        return Err(BusError::BlobCorrupt {
+            key: blob.key.clone(),
+            expected: blob.sha256.clone(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Bodies as files under one directory, fanned out by the first bytes of the key.
+#[derive(Debug, Clone)]
+pub struct FileBlobStore {
+    root: PathBuf,
+}
+
+impl FileBlobStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FileBlobStore { root: root.into() }
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, BusError> {
+        // Keys come from our own ids, but a key must never climb out of the store.
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(BusError::Config(format!("invalid blob key {key:?}")));
+        }
+        let fan = &key[key.len().saturating_sub(2)..];
+        Ok(self.root.join(fan).join(key))
+    }
+
+    /// Writes a body durably; writing the same key again replaces it atomically.
+    pub async fn put(&self, blob: &BlobRef, bytes: &[u8]) -> Result<(), BusError> {
+        let path = self.path_of(&blob.key)?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        tokio::fs::create_dir_all(&dir).await?;
+        let tmp = dir.join(format!(".{}.tmp", blob.key));
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        file.write_all(bytes).await?;
+        file.sync_all().await?;
+        drop(file);
+        tokio::fs::rename(&tmp, &path).await?;
+        sync_dir(&dir).await?;
+        Ok(())
+    }
+
+    /// Reads a body.
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, BusError> {
+        match tokio::fs::read(self.path_of(key)?).await {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(BusError::BlobMissing(key.to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes bodies last written before `cutoff`; returns how many went.
+    pub async fn purge_older_than(&self, cutoff: std::time::SystemTime) -> Result<u64, BusError> {
+        let root = self.root.clone();
+        let purged = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let mut purged = 0;
+            let Ok(fans) = std::fs::read_dir(&root) else {
+                return Ok(0);
+            };
+            for fan in fans.flatten() {
+                for entry in std::fs::read_dir(fan.path())?.flatten() {
+                    if entry.metadata()?.modified()? < cutoff {
+                        std::fs::remove_file(entry.path())?;
+                        purged += 1;
+                    }
+                }
+            }
+            Ok(purged)
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(format!("blob purge task failed: {e}")))??;
+        Ok(purged)
+    }
+}
+
+/// fsyncs a directory, so a rename in it survives power loss.
+pub async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    tokio::fs::File::open(dir).await?.sync_all().await
+}

@@ -1,0 +1,612 @@
+//! The embedded event log: SQLite under `data_dir`, for one process with no infrastructure.
+//!
+//! It keeps JetStream's promises on one machine:
+//! - **durable publish**: a publish is answered only after its transaction commits with
+//!   `synchronous=FULL` in WAL mode, which fsyncs the WAL. One writer task batches the
+//!   commands that arrive together into one transaction (group commit), so concurrent
+//!   SMTP sessions share an fsync instead of queueing for one each;
+//! - **deduplication**: the event id is unique; a second publish of it is a duplicate;
+//! - **durable consumers**: a cursor per consumer, plus a `pending` row per handed-out
+//!   event that stays until it is acked, so a crash before the ack redelivers it;
+//! - **retention**: events older than `max_age` are purged, like JetStream's limits policy.
+//!
+//! A SQLite log serves one process: several `pampa` processes must share JetStream.
+
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use chrono::{DateTime, TimeZone, Utc};
+use pampa_schemas::subjects;
+use sqlx::{
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    Connection, Row, SqliteConnection, SqlitePool,
+};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::{
+    blob::FileBlobStore,
+    event::{AckHandle, Delivery},
+    BusConfig, BusError, ConsumerSpec, OutgoingEvent, PublishAck, StoredEvent,
+};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id       TEXT    NOT NULL UNIQUE,
+    subject      TEXT    NOT NULL,
+    headers      BLOB    NOT NULL,
+    payload      BLOB    NOT NULL,
+    published_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_subject_seq ON events (subject, seq);
+CREATE INDEX IF NOT EXISTS events_published_at ON events (published_at);
+CREATE TABLE IF NOT EXISTS consumers (
+    name   TEXT    PRIMARY KEY,
+    filter TEXT    NOT NULL,
+    cursor INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending (
+    consumer   TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL,
+    visible_at INTEGER NOT NULL,
+    PRIMARY KEY (consumer, seq)
+);
+"#;
+
+/// Most commands folded into one transaction.
+const MAX_BATCH: usize = 512;
+
+/// The embedded log. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    reader: SqlitePool,
+    published: Notify,
+    blobs: FileBlobStore,
+}
+
+enum Settle {
+    Ack,
+    Nak(Duration),
+    Progress(Duration),
+}
+
+enum Command {
+    Publish(OutgoingEvent, oneshot::Sender<Result<PublishAck, BusError>>),
+    Register(ConsumerSpec, oneshot::Sender<Result<(), BusError>>),
+    Fetch(
+        ConsumerSpec,
+        usize,
+        oneshot::Sender<Result<Vec<(StoredEvent, u32)>, BusError>>,
+    ),
+    Settle(String, i64, Settle, oneshot::Sender<Result<(), BusError>>),
+    Purge(i64, oneshot::Sender<Result<u64, BusError>>),
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// SQL that narrows a NATS filter down; the exact match is checked in Rust afterwards.
+fn filter_sql(filter: &str) -> (&'static str, String) {
+    if !filter.split('.').any(|t| t == "*" || t == ">") {
+        return ("subject = ?", filter.to_owned());
+    }
+    let literal: Vec<&str> = filter
+        .split('.')
+        .take_while(|t| *t != "*" && *t != ">")
+        .collect();
+    let mut glob = String::new();
+    for token in literal {
+        for ch in token.chars() {
+            match ch {
+                '*' | '?' | '[' | ']' => {
+                    glob.push('[');
+                    glob.push(ch);
+                    glob.push(']');
+                }
+                _ => glob.push(ch),
+            }
+        }
+        glob.push('.');
+    }
+    glob.push('*');
+    ("subject GLOB ?", glob)
+}
+
+fn encode_headers(headers: &[(String, String)]) -> Vec<u8> {
+    rmp_serde::to_vec(headers).unwrap_or_default()
+}
+
+fn decode_headers(bytes: &[u8]) -> Vec<(String, String)> {
+    rmp_serde::from_slice(bytes).unwrap_or_default()
+}
+
+fn stored_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, sqlx::Error> {
+    let seq: i64 = row.try_get("seq")?;
+    let headers: Vec<u8> = row.try_get("headers")?;
+    Ok(StoredEvent {
+        sequence: seq as u64,
+        subject: row.try_get("subject")?,
+        id: row.try_get("msg_id")?,
+        headers: decode_headers(&headers),
+        payload: row.try_get("payload")?,
+        published_at: to_time(row.try_get("published_at")?),
+    })
+}
+
+impl EmbeddedLog {
+    /// Opens (creating if needed) the log under `data_dir/log/` and its blobs under
+    /// `data_dir/blobs/`. Events another process left in flight become visible again.
+    pub async fn open(data_dir: &Path, config: &BusConfig) -> Result<Self, BusError> {
+        let dir = data_dir.join("log");
+        tokio::fs::create_dir_all(&dir).await?;
+        let path = dir.join("events.db");
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let mut writer = SqliteConnection::connect_with(&options).await?;
+        sqlx::raw_sql(SCHEMA).execute(&mut writer).await?;
+        // The previous process is gone: whatever it held in flight is handed out again now.
+        sqlx::query("UPDATE pending SET visible_at = 0")
+            .execute(&mut writer)
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let (commands, receiver) = mpsc::channel(4096);
+        let inner = Arc::new(Inner {
+            commands,
+            reader,
+            published: Notify::new(),
+            blobs: FileBlobStore::new(data_dir.join("blobs")),
+        });
+        tokio::spawn(write_loop(writer, receiver, Arc::downgrade(&inner)));
+        let log = EmbeddedLog { inner };
+        log.spawn_retention(config.max_age);
+        Ok(log)
+    }
+
+    fn spawn_retention(&self, max_age: Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let log = EmbeddedLog { inner };
+                let cutoff = SystemTime::now()
+                    .checked_sub(max_age)
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                match log.purge_before(cutoff).await {
+                    Ok((events, blobs)) if events + blobs > 0 => {
+                        tracing::info!(events, blobs, "Retention purged old events and bodies.")
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "Retention purge failed; it runs again in an hour.")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Removes events and bodies stored before `cutoff`; returns (events, bodies) removed.
+    pub async fn purge_before(&self, cutoff: SystemTime) -> Result<(u64, u64), BusError> {
+        let cutoff_ms = cutoff
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(ms)
+            .unwrap_or(0);
+        let events = self.call(|reply| Command::Purge(cutoff_ms, reply)).await?;
+        let blobs = self.inner.blobs.purge_older_than(cutoff).await?;
+        Ok((events, blobs))
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> Command,
+    ) -> Result<T, BusError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .commands
+            .send(make(reply))
+            .await
+            .map_err(|_| BusError::Unavailable("embedded log writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| BusError::Unavailable("embedded log writer stopped".into()))?
+    }
+
+    /// See [`crate::EventLog::publish`].
+    pub async fn publish(&self, event: &OutgoingEvent) -> Result<PublishAck, BusError> {
+        self.call(|reply| Command::Publish(event.clone(), reply))
+            .await
+    }
+
+    /// See [`crate::EventLog::consumer`].
+    pub async fn consumer(&self, spec: ConsumerSpec) -> Result<EmbeddedConsumer, BusError> {
+        self.call(|reply| Command::Register(spec.clone(), reply))
+            .await?;
+        Ok(EmbeddedConsumer {
+            log: self.clone(),
+            spec,
+        })
+    }
+
+    /// See [`crate::EventLog::replay`].
+    pub async fn replay(
+        &self,
+        filter: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<StoredEvent>, BusError> {
+        let (clause, param) = filter_sql(filter);
+        let sql = format!(
+            "SELECT seq, msg_id, subject, headers, payload, published_at FROM events \
+             WHERE published_at >= ? AND {clause} ORDER BY seq"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(since.timestamp_millis())
+            .bind(param)
+            .fetch_all(&self.inner.reader)
+            .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event = stored_from_row(row)?;
+            if subjects::matches(filter, &event.subject) {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
+    /// The body store.
+    pub fn blobs(&self) -> &FileBlobStore {
+        &self.inner.blobs
+    }
+}
+
+/// A durable consumer of the embedded log.
+pub struct EmbeddedConsumer {
+    log: EmbeddedLog,
+    /// What this consumer reads.
+    pub spec: ConsumerSpec,
+}
+
+impl EmbeddedConsumer {
+    /// See [`crate::Consumer::fetch`].
+    pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let published = self.log.inner.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            let batch = self
+                .log
+                .call(|reply| Command::Fetch(self.spec.clone(), max.max(1), reply))
+                .await?;
+            if !batch.is_empty() {
+                let pending = self.lag().await.unwrap_or(0);
+                return Ok(batch
+                    .into_iter()
+                    .map(|(event, attempt)| Delivery {
+                        handle: AckHandle::Embedded(EmbeddedAck {
+                            log: self.log.clone(),
+                            consumer: self.spec.name.clone(),
+                            seq: event.sequence as i64,
+                            ack_wait: self.spec.ack_wait,
+                        }),
+                        event,
+                        attempt,
+                        pending,
+                    })
+                    .collect());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            // A nak'd event becomes visible with no publish to wake us, so poll too.
+            let nap = (deadline - now).min(Duration::from_millis(200));
+            tokio::select! {
+                _ = published => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn lag(&self) -> Result<u64, BusError> {
+        let (clause, param) = filter_sql(&self.spec.filter);
+        let sql = format!(
+            "SELECT COUNT(*) FROM events WHERE seq > (SELECT cursor FROM consumers WHERE name = ?) AND {clause}"
+        );
+        let count: i64 = sqlx::query_scalar(&sql)
+            .bind(&self.spec.name)
+            .bind(param)
+            .fetch_one(&self.log.inner.reader)
+            .await?;
+        Ok(count as u64)
+    }
+}
+
+/// Settles one embedded delivery.
+pub(crate) struct EmbeddedAck {
+    log: EmbeddedLog,
+    consumer: String,
+    seq: i64,
+    ack_wait: Duration,
+}
+
+impl EmbeddedAck {
+    async fn settle(&self, how: Settle) -> Result<(), BusError> {
+        self.log
+            .call(|reply| Command::Settle(self.consumer.clone(), self.seq, how, reply))
+            .await
+    }
+    pub(crate) async fn ack(&self) -> Result<(), BusError> {
+        self.settle(Settle::Ack).await
+    }
+    pub(crate) async fn nak(&self, delay: Duration) -> Result<(), BusError> {
+        self.settle(Settle::Nak(delay)).await
+    }
+    pub(crate) async fn in_progress(&self) -> Result<(), BusError> {
+        self.settle(Settle::Progress(self.ack_wait)).await
+    }
+}
+
+enum Reply {
+    Publish(oneshot::Sender<Result<PublishAck, BusError>>, PublishAck),
+    Unit(oneshot::Sender<Result<(), BusError>>),
+    Fetch(
+        oneshot::Sender<Result<Vec<(StoredEvent, u32)>, BusError>>,
+        Vec<(StoredEvent, u32)>,
+    ),
+    Purge(oneshot::Sender<Result<u64, BusError>>, u64),
+}
+
+impl Reply {
+    fn send_ok(self) {
+        // A caller that went away no longer needs its answer.
+        let _ = match self {
+            Reply::Publish(tx, ack) => tx.send(Ok(ack)).is_ok(),
+            Reply::Unit(tx) => tx.send(Ok(())).is_ok(),
+            Reply::Fetch(tx, batch) => tx.send(Ok(batch)).is_ok(),
+            Reply::Purge(tx, n) => tx.send(Ok(n)).is_ok(),
+        };
+    }
+    fn send_err(self, error: &str) {
+        let err = || BusError::Unavailable(error.to_owned());
+        let _ = match self {
+            Reply::Publish(tx, _) => tx.send(Err(err())).is_ok(),
+            Reply::Unit(tx) => tx.send(Err(err())).is_ok(),
+            Reply::Fetch(tx, _) => tx.send(Err(err())).is_ok(),
+            Reply::Purge(tx, _) => tx.send(Err(err())).is_ok(),
+        };
+    }
+}
+
+async fn write_loop(
+    mut conn: SqliteConnection,
+    mut commands: mpsc::Receiver<Command>,
+    inner: std::sync::Weak<Inner>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut published = false;
+        let result: Result<(), sqlx::Error> = async {
+            let mut tx = conn.begin().await?;
+            for command in batch.drain(..) {
+                published |= matches!(command, Command::Publish(..));
+                replies.push(execute(&mut tx, command).await?);
+            }
+            tx.commit().await
+        }
+        .await;
+        // Answers go out only after the commit, so an acknowledged publish is on disk.
+        match result {
+            Ok(()) => replies.into_iter().for_each(Reply::send_ok),
+            Err(error) => {
+                tracing::error!(%error, "The embedded log could not commit; callers get an error and retry.");
+                let text = error.to_string();
+                replies.into_iter().for_each(|r| r.send_err(&text));
+                // Commands drained but not executed dropped their senders: callers see an error.
+                batch.clear();
+            }
+        }
+        if published {
+            if let Some(inner) = inner.upgrade() {
+                inner.published.notify_waiters();
+            }
+        }
+    }
+}
+
+async fn execute(conn: &mut SqliteConnection, command: Command) -> Result<Reply, sqlx::Error> {
+    match command {
+        Command::Publish(event, reply) => {
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO events (msg_id, subject, headers, payload, published_at) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING RETURNING seq",
+            )
+            .bind(&event.id)
+            .bind(&event.subject)
+            .bind(encode_headers(&event.headers))
+            .bind(&event.payload)
+            .bind(now_ms())
+            .fetch_optional(&mut *conn)
+            .await?;
+            let ack = match inserted {
+                Some(seq) => PublishAck {
+                    sequence: seq as u64,
+                    duplicate: false,
+                },
+                None => {
+                    let seq: i64 = sqlx::query_scalar("SELECT seq FROM events WHERE msg_id = ?")
+                        .bind(&event.id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    PublishAck {
+                        sequence: seq as u64,
+                        duplicate: true,
+                    }
+                }
+            };
+            Ok(Reply::Publish(reply, ack))
+        }
+        Command::Register(spec, reply) => {
+            sqlx::query(
+                "INSERT INTO consumers (name, filter, cursor) VALUES (?, ?, 0) \
+                 ON CONFLICT (name) DO UPDATE SET filter = excluded.filter",
+            )
+            .bind(&spec.name)
+            .bind(&spec.filter)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Reply::Unit(reply))
+        }
+        Command::Fetch(spec, max, reply) => {
+            let batch = fetch(conn, &spec, max).await?;
+            Ok(Reply::Fetch(reply, batch))
+        }
+        Command::Settle(consumer, seq, how, reply) => {
+            let query = match how {
+                Settle::Ack => sqlx::query("DELETE FROM pending WHERE consumer = ? AND seq = ?"),
+                Settle::Nak(delay) | Settle::Progress(delay) => {
+                    sqlx::query("UPDATE pending SET visible_at = ? WHERE consumer = ? AND seq = ?")
+                        .bind(now_ms().saturating_add(ms(delay)))
+                }
+            };
+            query.bind(consumer).bind(seq).execute(&mut *conn).await?;
+            Ok(Reply::Unit(reply))
+        }
+        Command::Purge(cutoff_ms, reply) => {
+            let done = sqlx::query("DELETE FROM events WHERE published_at < ?")
+                .bind(cutoff_ms)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM pending WHERE seq NOT IN (SELECT seq FROM events)")
+                .execute(&mut *conn)
+                .await?;
+            Ok(Reply::Purge(reply, done.rows_affected()))
+        }
+    }
+}
+
+/// Hands out redeliveries that are due first, then new events past the cursor.
+async fn fetch(
+    conn: &mut SqliteConnection,
+    spec: &ConsumerSpec,
+    max: usize,
+) -> Result<Vec<(StoredEvent, u32)>, sqlx::Error> {
+    let now = now_ms();
+    let invisible_until = now.saturating_add(ms(spec.ack_wait));
+    let mut out = Vec::new();
+    let due = sqlx::query(
+        "SELECT e.seq, e.msg_id, e.subject, e.headers, e.payload, e.published_at, p.deliveries \
+         FROM pending p JOIN events e ON e.seq = p.seq \
+         WHERE p.consumer = ? AND p.visible_at <= ? ORDER BY p.seq LIMIT ?",
+    )
+    .bind(&spec.name)
+    .bind(now)
+    .bind(max as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &due {
+        let event = stored_from_row(row)?;
+        let deliveries: i64 = row.try_get("deliveries")?;
+        sqlx::query("UPDATE pending SET deliveries = deliveries + 1, visible_at = ? WHERE consumer = ? AND seq = ?")
+            .bind(invisible_until)
+            .bind(&spec.name)
+            .bind(event.sequence as i64)
+            .execute(&mut *conn)
+            .await?;
+        out.push((event, (deliveries + 1) as u32));
+    }
+    let room = max.saturating_sub(out.len());
+    if room == 0 {
+        return Ok(out);
+    }
+    let cursor: i64 = sqlx::query_scalar("SELECT cursor FROM consumers WHERE name = ?")
+        .bind(&spec.name)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (clause, param) = filter_sql(&spec.filter);
+    let sql = format!(
+        "SELECT seq, msg_id, subject, headers, payload, published_at FROM events \
+         WHERE seq > ? AND {clause} ORDER BY seq LIMIT ?"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(cursor)
+        .bind(param)
+        .bind(room as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut last = cursor;
+    for row in &rows {
+        let event = stored_from_row(row)?;
+        last = event.sequence as i64;
+        if !subjects::matches(&spec.filter, &event.subject) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO pending (consumer, seq, deliveries, visible_at) VALUES (?, ?, 1, ?)",
+        )
+        .bind(&spec.name)
+        .bind(last)
+        .bind(invisible_until)
+        .execute(&mut *conn)
+        .await?;
+        out.push((event, 1));
+    }
+    if last != cursor {
+        sqlx::query("UPDATE consumers SET cursor = ? WHERE name = ?")
+            .bind(last)
+            .bind(&spec.name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_sql;
+
+    #[test]
+    fn filters_become_sql() {
+        assert_eq!(
+            filter_sql("mail.received"),
+            ("subject = ?", "mail.received".to_owned())
+        );
+        assert_eq!(
+            filter_sql("mail.>"),
+            ("subject GLOB ?", "mail.*".to_owned())
+        );
+        assert_eq!(
+            filter_sql("dead.*"),
+            ("subject GLOB ?", "dead.*".to_owned())
+        );
+        assert_eq!(filter_sql(">"), ("subject GLOB ?", "*".to_owned()));
+    }
+}

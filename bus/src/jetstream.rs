@@ -1,0 +1,312 @@
+//! The JetStream backend: streams with limits retention, durable pull consumers, and an
+//! object-store bucket for bodies.
+
+use std::time::Duration;
+
+use async_nats::{
+    connection::State,
+    jetstream::{
+        self,
+        consumer::{pull, AckPolicy, DeliverPolicy},
+        context::Context,
+        message::PublishMessage,
+        object_store::ObjectStore,
+        stream::{RetentionPolicy, StorageType},
+        AckKind,
+    },
+    HeaderMap,
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use pampa_schemas::{subjects, BlobRef};
+use tokio::io::AsyncReadExt;
+
+use crate::{
+    event::{AckHandle, Delivery},
+    BusConfig, BusError, ConsumerSpec, OutgoingEvent, PublishAck, StoredEvent,
+};
+
+/// The object-store bucket that holds message bodies.
+pub const BODY_BUCKET: &str = "pampa-bodies";
+
+/// How long JetStream drops a republished id. A stage that crashes and republishes
+/// within this window is deduplicated by the server.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// A connection to JetStream with pampa's streams and bucket in place. Cheap to clone.
+#[derive(Clone)]
+pub struct JetStreamLog {
+    client: async_nats::Client,
+    context: Context,
+    bodies: ObjectStore,
+}
+
+fn unavailable(what: &str, error: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(format!("{what}: {error}"))
+}
+
+/// The stream that holds `subject`.
+pub fn stream_for(subject: &str) -> Option<&'static str> {
+    subjects::STREAMS
+        .iter()
+        .find(|(_, filter)| {
+            let prefix = filter.trim_end_matches('>');
+            subject.starts_with(prefix)
+        })
+        .map(|(name, _)| *name)
+}
+
+impl JetStreamLog {
+    /// Connects and makes sure the streams `MAIL`, `ACCESS`, `DNS`, `DEAD` and the body
+    /// bucket exist with the configured retention and replicas.
+    pub async fn connect(config: &BusConfig) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .name("pampa")
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| unavailable(&format!("cannot connect to NATS at {}", config.url), e))?;
+        let mut context = jetstream::new(client.clone());
+        context.set_timeout(config.publish_timeout);
+        for (name, filter) in subjects::STREAMS {
+            let stream = jetstream::stream::Config {
+                name: name.to_owned(),
+                subjects: vec![filter.to_owned()],
+                retention: RetentionPolicy::Limits,
+                max_age: config.max_age,
+                storage: StorageType::File,
+                num_replicas: config.replicas,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            };
+            context
+                .create_or_update_stream(stream)
+                .await
+                .map_err(|e| unavailable(&format!("cannot create stream {name}"), e))?;
+        }
+        let bodies = match context.get_object_store(BODY_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => context
+                .create_object_store(jetstream::object_store::Config {
+                    bucket: BODY_BUCKET.to_owned(),
+                    description: Some("Raw RFC 5322 bodies of received mail".to_owned()),
+                    max_age: config.max_age,
+                    storage: StorageType::File,
+                    num_replicas: config.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| unavailable("cannot create the body bucket", e))?,
+        };
+        Ok(JetStreamLog {
+            client,
+            context,
+            bodies,
+        })
+    }
+
+    /// Whether the client is connected right now.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    /// See [`crate::EventLog::publish`].
+    pub async fn publish(&self, event: &OutgoingEvent) -> Result<PublishAck, BusError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &event.headers {
+            headers.insert(name.as_str(), value.as_str());
+        }
+        let message = PublishMessage::build()
+            .message_id(&event.id)
+            .headers(headers)
+            .payload(event.payload.clone().into());
+        let ack = self
+            .context
+            .send_publish(event.subject.clone(), message)
+            .await
+            .map_err(|e| unavailable("publish failed", e))?
+            .await
+            .map_err(|e| unavailable("publish was not acknowledged", e))?;
+        Ok(PublishAck {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// See [`crate::EventLog::consumer`].
+    pub async fn consumer(&self, spec: ConsumerSpec) -> Result<JetStreamConsumer, BusError> {
+        let stream_name = stream_for(&spec.filter)
+            .ok_or_else(|| BusError::Config(format!("no stream holds subject {}", spec.filter)))?;
+        let stream = self
+            .context
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| unavailable(&format!("cannot open stream {stream_name}"), e))?;
+        let config = pull::Config {
+            durable_name: Some(spec.name.clone()),
+            filter_subject: spec.filter.clone(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            // The runner counts tries and dead-letters on the last one itself, so the
+            // server must never silently stop redelivering before that.
+            max_deliver: -1,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        };
+        let consumer = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| unavailable(&format!("cannot create consumer {}", spec.name), e))?;
+        Ok(JetStreamConsumer { consumer, spec })
+    }
+
+    /// See [`crate::EventLog::replay`]. Uses an ordered consumer, which leaves no state
+    /// on the server.
+    pub async fn replay(
+        &self,
+        filter: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<StoredEvent>, BusError> {
+        let stream_name = stream_for(filter)
+            .ok_or_else(|| BusError::Config(format!("no stream holds subject {filter}")))?;
+        let stream = self
+            .context
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| unavailable(&format!("cannot open stream {stream_name}"), e))?;
+        let start = time::OffsetDateTime::from_unix_timestamp_nanos(
+            since.timestamp_nanos_opt().unwrap_or(0) as i128,
+        )
+        .map_err(|e| BusError::Config(format!("bad replay start: {e}")))?;
+        let mut consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter.to_owned(),
+                deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable("cannot create replay consumer", e))?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| unavailable("cannot read replay consumer", e))?;
+        let mut events = Vec::new();
+        if info.num_pending == 0 {
+            return Ok(events);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| unavailable("cannot start replay", e))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| unavailable("replay interrupted", e))?;
+            let (event, pending) = stored_from_message(&message)?;
+            events.push(event);
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(events)
+    }
+
+    /// Stores a body in the object store (each chunk is acknowledged by the server).
+    pub async fn put_blob(&self, blob: &BlobRef, bytes: &[u8]) -> Result<(), BusError> {
+        let mut reader = bytes;
+        self.bodies
+            .put(blob.key.as_str(), &mut reader)
+            .await
+            .map_err(|e| unavailable("cannot store body", e))?;
+        Ok(())
+    }
+
+    /// Reads a body from the object store.
+    pub async fn get_blob(&self, key: &str) -> Result<Vec<u8>, BusError> {
+        let mut object = match self.bodies.get(key).await {
+            Ok(object) => object,
+            Err(e) if e.kind() == jetstream::object_store::GetErrorKind::NotFound => {
+                return Err(BusError::BlobMissing(key.to_owned()))
+            }
+            Err(e) => return Err(unavailable("cannot read body", e)),
+        };
+        let mut bytes = Vec::new();
+        object.read_to_end(&mut bytes).await?;
+        Ok(bytes)
+    }
+}
+
+fn stored_from_message(message: &jetstream::Message) -> Result<(StoredEvent, u64), BusError> {
+    let info = message
+        .info()
+        .map_err(|e| unavailable("message without metadata", e))?;
+    let mut headers = Vec::new();
+    let mut id = String::new();
+    if let Some(map) = &message.headers {
+        for (name, values) in map.iter() {
+            let name: &str = name.as_ref();
+            for value in values {
+                if name.eq_ignore_ascii_case(subjects::HEADER_MSG_ID) {
+                    id = value.as_str().to_owned();
+                } else {
+                    headers.push((name.to_owned(), value.as_str().to_owned()));
+                }
+            }
+        }
+    }
+    let published_at =
+        DateTime::<Utc>::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64);
+    Ok((
+        StoredEvent {
+            sequence: info.stream_sequence,
+            subject: message.subject.to_string(),
+            id,
+            headers,
+            payload: message.payload.to_vec(),
+            published_at,
+        },
+        info.pending,
+    ))
+}
+
+/// A durable pull consumer on JetStream.
+pub struct JetStreamConsumer {
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    /// What this consumer reads.
+    pub spec: ConsumerSpec,
+}
+
+impl JetStreamConsumer {
+    /// See [`crate::Consumer::fetch`].
+    pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max.max(1))
+            .expires(wait.max(Duration::from_millis(100)))
+            .messages()
+            .await
+            .map_err(|e| unavailable("fetch failed", e))?;
+        let mut out = Vec::new();
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| unavailable("fetch failed", e))?;
+            let (event, pending) = stored_from_message(&message)?;
+            let attempt = message
+                .info()
+                .map(|i| i.delivered.max(1) as u32)
+                .unwrap_or(1);
+            out.push(Delivery {
+                event,
+                attempt,
+                pending,
+                handle: AckHandle::JetStream(message),
+            });
+        }
+        Ok(out)
+    }
+}
+
+pub(crate) async fn settle(message: &jetstream::Message, kind: AckKind) -> Result<(), BusError> {
+    message
+        .ack_with(kind)
+        .await
+        .map_err(|e| unavailable("ack failed", e))
+}

@@ -1,0 +1,107 @@
+//! The wire form of events: rmp-serde's named encoding.
+//!
+//! Named encoding writes maps keyed by field name, so a reader skips fields it does not
+//! know and an added optional field is not a breaking change.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::{subjects, Envelope, Event};
+
+/// An event could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The payload did not serialize.
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// The bytes are not an event of the expected shape.
+    #[error("cannot decode event: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// The bytes are an event, but of another type.
+    #[error("expected a {expected} event, found {found}")]
+    WrongType {
+        /// The type the reader wanted.
+        expected: &'static str,
+        /// The type on the wire.
+        found: String,
+    },
+    /// The event's schema is newer than this build understands.
+    #[error(
+        "{event_type} schema version {found} is newer than {known}, the newest this build reads"
+    )]
+    TooNew {
+        /// The event type.
+        event_type: String,
+        /// The version on the wire.
+        found: u16,
+        /// The newest version this build knows.
+        known: u16,
+    },
+}
+
+/// Encodes an envelope with field names.
+pub fn encode<P: Event>(event: &Envelope<P>) -> Result<Vec<u8>, CodecError> {
+    Ok(rmp_serde::to_vec_named(event)?)
+}
+
+/// Decodes an envelope of a known payload type, refusing other types and newer schemas.
+pub fn decode<P: Event>(bytes: &[u8]) -> Result<Envelope<P>, CodecError> {
+    let head = decode_head(bytes)?;
+    if head.event_type != P::EVENT_TYPE {
+        return Err(CodecError::WrongType {
+            expected: P::EVENT_TYPE,
+            found: head.event_type,
+        });
+    }
+    if head.schema_version > P::SCHEMA_VERSION {
+        return Err(CodecError::TooNew {
+            event_type: head.event_type,
+            found: head.schema_version,
+            known: P::SCHEMA_VERSION,
+        });
+    }
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+/// The envelope without its payload: enough for tracing, dead letters and routing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EnvelopeHead {
+    /// The event id.
+    pub id: String,
+    /// The event type.
+    pub event_type: String,
+    /// The schema version.
+    pub schema_version: u16,
+    /// The correlation id.
+    pub correlation_id: String,
+    /// The parent event's id.
+    #[serde(default)]
+    pub causation_id: Option<String>,
+    /// The producing role.
+    pub source: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Decodes only the envelope fields, whatever the payload is.
+pub fn decode_head(bytes: &[u8]) -> Result<EnvelopeHead, CodecError> {
+    // Serde skips the unknown `payload` key, so any event's head decodes.
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+/// The NATS headers of an event, so tools can route and inspect without decoding it.
+pub fn headers<P>(event: &Envelope<P>) -> Vec<(&'static str, String)> {
+    vec![
+        (subjects::HEADER_MSG_ID, event.id.clone()),
+        (subjects::HEADER_EVENT_TYPE, event.event_type.clone()),
+        (
+            subjects::HEADER_SCHEMA_VERSION,
+            event.schema_version.to_string(),
+        ),
+        (
+            subjects::HEADER_CORRELATION_ID,
+            event.correlation_id.clone(),
+        ),
+    ]
+}

@@ -1,0 +1,23 @@
+//! The contracts between pampa's roles: the event envelope, the payload of every event,
+//! the subjects they travel on, and the codec that turns them into bytes.
+//!
+//! This crate is pure types and does no I/O, so every role, the replay tools and the
+//! fuzzers can share it without pulling in a network stack.
+//!
+//! # Layout
+//! - [`envelope`]: the [`Envelope`] every event travels in, and deterministic ids.
+//! - [`mail`]: the payloads of the mail pipeline (`mail.received`, `mail.delivered`).
+//! - [`subjects`]: subject names and the NATS header names tools route by.
+//! - [`codec`]: rmp-serde named encoding, decoding, and the header-only view.
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod envelope;
+pub mod mail;
+pub mod subjects;
+
+pub use codec::{decode, decode_head, encode, CodecError, EnvelopeHead};
+pub use envelope::{derive_id, new_id, Envelope, Event};
+pub use mail::{
+    BlobRef, ClientInfo, DeliveryOutcome, MailDelivered, MailReceived, RecipientDelivery,
+};

@@ -1,0 +1,99 @@
+//! Payloads of the mail pipeline.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::Event;
+
+/// A claim check: where the raw RFC 5322 bytes of a message are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Key in the blob store (the object store bucket or the data directory).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the bytes, checked on read.
+    pub sha256: String,
+}
+
+/// What ingest knew about the SMTP client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// The connecting IP address, as text.
+    pub ip: String,
+    /// What the client said in EHLO or HELO.
+    pub helo: String,
+    /// Whether the session ran inside TLS.
+    pub tls: bool,
+}
+
+/// `mail.received`: ingest accepted a message and stored its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailReceived {
+    /// pampa's id for the message; also the correlation id of its whole history.
+    pub message_id: String,
+    /// The SMTP client.
+    pub client: ClientInfo,
+    /// The envelope sender; empty for the null reverse-path `<>`.
+    pub mail_from: String,
+    /// The accepted recipients, as verified addresses.
+    pub recipients: Vec<String>,
+    /// The body, with pampa's `Received:` header on top.
+    pub blob: BlobRef,
+    /// The `Message-ID:` header, if the message had one.
+    #[serde(default)]
+    pub header_message_id: Option<String>,
+    /// The host name ingest announced.
+    pub received_by: String,
+    /// When the final dot of DATA arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+impl Event for MailReceived {
+    const EVENT_TYPE: &'static str = "mail.received";
+    const SCHEMA_VERSION: u16 = 1;
+}
+
+/// How one recipient's copy fared in one store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// Written now.
+    Delivered,
+    /// Found already written by an earlier attempt; nothing was written twice.
+    AlreadyDelivered,
+    /// The store refused it for good.
+    Failed {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// One recipient's copy in one store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientDelivery {
+    /// The recipient address.
+    pub recipient: String,
+    /// The store, as the directory names it (`maildir:` …).
+    pub store: String,
+    /// The folder: `INBOX`, `Spam` or `Quarantine`.
+    pub folder: String,
+    /// Where the copy is (a file path for Maildir).
+    pub location: String,
+    /// What happened.
+    pub outcome: DeliveryOutcome,
+}
+
+/// `mail.delivered`: deliver wrote each recipient's copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailDelivered {
+    /// pampa's id of the message.
+    pub message_id: String,
+    /// One entry per recipient and store.
+    pub deliveries: Vec<RecipientDelivery>,
+}
+
+impl Event for MailDelivered {
+    const EVENT_TYPE: &'static str = "mail.delivered";
+    const SCHEMA_VERSION: u16 = 1;
+}

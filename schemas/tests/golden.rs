@@ -1,0 +1,192 @@
+//! Golden fixtures: every event type and version, encoded once and kept forever.
+//! Old fixtures must keep decoding; run with `PAMPA_BLESS=1` only to add a new one.
+
+use std::path::PathBuf;
+
+use chrono::{TimeZone, Utc};
+use pampa_schemas::{
+    decode, decode_head, encode, BlobRef, ClientInfo, CodecError, DeliveryOutcome, Envelope, Event,
+    MailDelivered, MailReceived, RecipientDelivery,
+};
+use serde::{Deserialize, Serialize};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn received() -> Envelope<MailReceived> {
+    let at = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
+    Envelope {
+        id: "0193a1b2-0000-7000-8000-000000000001".into(),
+        event_type: "mail.received".into(),
+        schema_version: 1,
+        correlation_id: "0193a1b2-0000-7000-8000-000000000001".into(),
+        causation_id: None,
+        source: "ingest".into(),
+        occurred_at: at,
+        payload: MailReceived {
+            message_id: "0193a1b2-0000-7000-8000-000000000001".into(),
+            client: ClientInfo {
+                ip: "192.0.2.10".into(),
+                helo: "client.example".into(),
+                tls: true,
+            },
+            mail_from: "sender@example.net".into(),
+            recipients: vec!["alice@example.org".into(), "bob@example.org".into()],
+            blob: BlobRef {
+                key: "0193a1b2-0000-7000-8000-000000000001".into(),
+                size: 1234,
+                sha256: "ab".repeat(32),
+            },
+            header_message_id: Some("<abc@example.net>".into()),
+            received_by: "mx.example.org".into(),
+            received_at: at,
+        },
+    }
+}
+
+fn delivered() -> Envelope<MailDelivered> {
+    let parent = received();
+    let mut event = Envelope::caused_by(
+        &parent,
+        "deliver",
+        MailDelivered {
+            message_id: parent.payload.message_id.clone(),
+            deliveries: vec![
+                RecipientDelivery {
+                    recipient: "alice@example.org".into(),
+                    store: "maildir:".into(),
+                    folder: "INBOX".into(),
+                    location: "/var/mail/example.org/alice/new/1.abc".into(),
+                    outcome: DeliveryOutcome::Delivered,
+                },
+                RecipientDelivery {
+                    recipient: "bob@example.org".into(),
+                    store: "maildir:".into(),
+                    folder: "INBOX".into(),
+                    location: String::new(),
+                    outcome: DeliveryOutcome::Failed {
+                        reason: "disk full".into(),
+                    },
+                },
+            ],
+        },
+    );
+    event.occurred_at = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 1).unwrap();
+    event
+}
+
+fn check_golden<P: Event + PartialEq + std::fmt::Debug>(name: &str, expected: Envelope<P>) {
+    let path = fixture(name);
+    if std::env::var_os("PAMPA_BLESS").is_some() && !path.exists() {
+        std::fs::write(&path, encode(&expected).unwrap()).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    let decoded: Envelope<P> = decode(&bytes).expect("golden fixture decodes");
+    assert_eq!(decoded, expected);
+    // The encoding is stable: today's encoder writes the same bytes.
+    assert_eq!(
+        encode(&expected).unwrap(),
+        bytes,
+        "encoding of {name} changed"
+    );
+}
+
+#[test]
+fn mail_received_v1_decodes() {
+    check_golden("mail.received.v1.msgpack", received());
+}
+
+#[test]
+fn mail_delivered_v1_decodes() {
+    check_golden("mail.delivered.v1.msgpack", delivered());
+}
+
+#[test]
+fn round_trip() {
+    let event = received();
+    let bytes = encode(&event).unwrap();
+    assert_eq!(decode::<MailReceived>(&bytes).unwrap(), event);
+    let head = decode_head(&bytes).unwrap();
+    assert_eq!(head.event_type, "mail.received");
+    assert_eq!(head.id, event.id);
+    let derived = delivered();
+    assert_eq!(derived.causation_id.as_deref(), Some(event.id.as_str()));
+    assert_eq!(derived.correlation_id, event.correlation_id);
+    // Derived ids are deterministic, so a rerun of a stage is deduplicated.
+    assert_eq!(
+        Envelope::caused_by(&event, "deliver", derived.payload.clone()).id,
+        derived.id
+    );
+    assert_ne!(pampa_schemas::derive_id(&event.id, "rbl"), derived.id);
+}
+
+#[test]
+fn wrong_type_and_garbage_are_errors() {
+    let bytes = encode(&received()).unwrap();
+    assert!(matches!(
+        decode::<MailDelivered>(&bytes),
+        Err(CodecError::WrongType { .. })
+    ));
+    assert!(decode::<MailReceived>(b"\xc1garbage").is_err());
+    assert!(decode::<MailReceived>(&bytes[..bytes.len() / 2]).is_err());
+    assert!(decode_head(&[]).is_err());
+}
+
+/// A later version of `mail.received` that gained an optional field.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct MailReceivedWithExtra {
+    #[serde(flatten)]
+    base: MailReceived,
+    #[serde(default)]
+    spf_result: Option<String>,
+}
+
+impl Event for MailReceivedWithExtra {
+    const EVENT_TYPE: &'static str = "mail.received";
+    const SCHEMA_VERSION: u16 = 1;
+}
+
+#[test]
+fn an_added_optional_field_still_decodes_the_old_fixture() {
+    let bytes = std::fs::read(fixture("mail.received.v1.msgpack")).unwrap();
+    let newer: Envelope<MailReceivedWithExtra> = decode(&bytes).expect("old fixture, new reader");
+    assert_eq!(newer.payload.base, received().payload);
+    assert_eq!(newer.payload.spf_result, None);
+    // And the old reader skips the field a newer writer added.
+    let mut with_extra = received_shell();
+    with_extra.payload.spf_result = Some("pass".into());
+    let bytes = encode(&with_extra).unwrap();
+    assert_eq!(
+        decode::<MailReceived>(&bytes).unwrap().payload,
+        received().payload
+    );
+}
+
+fn received_shell() -> Envelope<MailReceivedWithExtra> {
+    let r = received();
+    Envelope {
+        id: r.id,
+        event_type: r.event_type,
+        schema_version: r.schema_version,
+        correlation_id: r.correlation_id,
+        causation_id: r.causation_id,
+        source: r.source,
+        occurred_at: r.occurred_at,
+        payload: MailReceivedWithExtra {
+            base: r.payload,
+            spf_result: None,
+        },
+    }
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_a_clear_error() {
+    let mut event = received();
+    event.schema_version = 9;
+    let bytes = encode(&event).unwrap();
+    let err = decode::<MailReceived>(&bytes).unwrap_err();
+    assert!(err.to_string().contains("schema version 9"), "{err}");
+}
