@@ -116,9 +116,10 @@ impl JetStreamLog {
         for (name, value) in &event.headers {
             headers.insert(name.as_str(), value.as_str());
         }
+        // `headers` replaces the whole map, so the message id goes on after it.
         let message = PublishMessage::build()
-            .message_id(&event.id)
             .headers(headers)
+            .message_id(&event.id)
             .payload(event.payload.clone().into());
         let ack = self
             .context
