@@ -1,1 +1,98 @@
-fn main() {}
+//! The `pampa` command: runs the roles and administers the directory and the log.
+
+mod admin;
+mod config;
+mod http;
+mod roles;
+mod table;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// pampa: the mail and access platform of an ISP, as an event-sourced pipeline.
+#[derive(Parser)]
+#[command(name = "pampa", version, about)]
+struct Cli {
+    /// Configuration file (default: ./pampa.toml if it exists, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in this process (ingest and deliver) on the configured backends.
+    Up,
+    /// Run one role, so several processes can share the work over NATS.
+    Run {
+        /// The role to run.
+        role: Role,
+    },
+    /// Manage local domains.
+    Domain {
+        #[command(subcommand)]
+        action: admin::DomainAction,
+    },
+    /// Manage users (mailboxes).
+    User {
+        #[command(subcommand)]
+        action: admin::UserAction,
+    },
+    /// Inspect and re-queue dead letters.
+    Dead {
+        #[command(subcommand)]
+        action: admin::DeadAction,
+    },
+}
+
+/// The roles this build has.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Role {
+    /// The SMTP MX.
+    Ingest,
+    /// Writes each recipient's copy to its mailbox store.
+    Deliver,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pampa: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pampa: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let config = config::Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Up => roles::up(config).await,
+        Command::Run { role } => roles::run(config, role).await,
+        Command::Domain { action } => admin::domain(&config, action).await,
+        Command::User { action } => admin::user(&config, action).await,
+        Command::Dead { action } => admin::dead(&config, action).await,
+    }
+}

@@ -61,6 +61,15 @@ CREATE TABLE IF NOT EXISTS pending (
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Who opens the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The process that runs the roles.
+    Server,
+    /// A command-line tool that reads or publishes beside a running server.
+    Tool,
+}
+
 /// The embedded log. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedLog {
@@ -154,8 +163,10 @@ fn stored_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, sqlx::E
 
 impl EmbeddedLog {
     /// Opens (creating if needed) the log under `data_dir/log/` and its blobs under
-    /// `data_dir/blobs/`. Events another process left in flight become visible again.
-    pub async fn open(data_dir: &Path, config: &BusConfig) -> Result<Self, BusError> {
+    /// `data_dir/blobs/`. A [`Mode::Server`] takes over from the process before it: the
+    /// events that process left in flight are handed out again at once, and it purges by
+    /// retention. A [`Mode::Tool`] (the CLI beside a running server) does neither.
+    pub async fn open(data_dir: &Path, config: &BusConfig, mode: Mode) -> Result<Self, BusError> {
         let dir = data_dir.join("log");
         tokio::fs::create_dir_all(&dir).await?;
         let path = dir.join("events.db");
@@ -184,7 +195,9 @@ impl EmbeddedLog {
         });
         tokio::spawn(write_loop(writer, receiver, Arc::downgrade(&inner)));
         let log = EmbeddedLog { inner };
-        log.spawn_retention(config.max_age);
+        if mode == Mode::Server {
+            log.spawn_retention(config.max_age);
+        }
         Ok(log)
     }
 

@@ -56,11 +56,28 @@ pub enum EventLog {
 }
 
 impl EventLog {
-    /// Opens the backend named by `config.url`: `embedded`, or a `nats://` URL.
+    /// Opens the backend named by `config.url`, `embedded` or a `nats://` URL, for the
+    /// process that runs the roles.
     pub async fn open(config: &BusConfig, data_dir: &std::path::Path) -> Result<Self, BusError> {
+        Self::open_as(config, data_dir, embedded::Mode::Server).await
+    }
+
+    /// Opens the backend for a command-line tool beside a running server.
+    pub async fn open_tool(
+        config: &BusConfig,
+        data_dir: &std::path::Path,
+    ) -> Result<Self, BusError> {
+        Self::open_as(config, data_dir, embedded::Mode::Tool).await
+    }
+
+    async fn open_as(
+        config: &BusConfig,
+        data_dir: &std::path::Path,
+        mode: embedded::Mode,
+    ) -> Result<Self, BusError> {
         if config.url == "embedded" {
             Ok(EventLog::Embedded(
-                embedded::EmbeddedLog::open(data_dir, config).await?,
+                embedded::EmbeddedLog::open(data_dir, config, mode).await?,
             ))
         } else if config.url.starts_with("nats://") || config.url.starts_with("tls://") {
             Ok(EventLog::JetStream(

@@ -17,7 +17,8 @@ use std::{
 use chrono::Utc;
 use pampa_bus::{
     runner::{requeue_of, BoxError},
-    BusConfig, BusError, ConsumerSpec, EventLog, Handler, HandlerError, OutgoingEvent, Runner, StoredEvent,
+    BusConfig, BusError, ConsumerSpec, EventLog, Handler, HandlerError, OutgoingEvent, Runner,
+    StoredEvent,
 };
 use tokio::sync::watch;
 
@@ -35,7 +36,11 @@ impl Drop for NatsServer {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start_nats() -> NatsServer {
@@ -49,9 +54,16 @@ async fn start_nats() -> NatsServer {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {bin} (set PAMPA_NATS_SERVER): {e}"));
-    let server = NatsServer { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir };
+    let server = NatsServer {
+        child,
+        url: format!("nats://127.0.0.1:{port}"),
+        _dir: dir,
+    };
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return server;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -80,15 +92,28 @@ async fn embedded() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config();
     let log = EventLog::open(&config, dir.path()).await.unwrap();
-    Backend { log, config, _nats: None, _dir: dir }
+    Backend {
+        log,
+        config,
+        _nats: None,
+        _dir: dir,
+    }
 }
 
 async fn jetstream() -> Backend {
     let nats = start_nats().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = BusConfig { url: nats.url.clone(), ..test_config() };
+    let config = BusConfig {
+        url: nats.url.clone(),
+        ..test_config()
+    };
     let log = EventLog::open(&config, dir.path()).await.unwrap();
-    Backend { log, config, _nats: Some(nats), _dir: dir }
+    Backend {
+        log,
+        config,
+        _nats: Some(nats),
+        _dir: dir,
+    }
 }
 
 fn event(subject: &str, id: &str, body: &str) -> OutgoingEvent {
@@ -101,7 +126,12 @@ fn event(subject: &str, id: &str, body: &str) -> OutgoingEvent {
 }
 
 fn spec(name: &str, filter: &str) -> ConsumerSpec {
-    ConsumerSpec { name: name.into(), filter: filter.into(), max_deliver: 3, ack_wait: Duration::from_secs(1) }
+    ConsumerSpec {
+        name: name.into(),
+        filter: filter.into(),
+        max_deliver: 3,
+        ack_wait: Duration::from_secs(1),
+    }
 }
 
 macro_rules! contract {
@@ -124,11 +154,26 @@ contract!(
 
 async fn publish_then_consume_in_order(b: Backend) {
     for i in 1..=3 {
-        let ack = b.log.publish(&event("mail.received", &format!("id-{i}"), &format!("body {i}"))).await.unwrap();
+        let ack = b
+            .log
+            .publish(&event(
+                "mail.received",
+                &format!("id-{i}"),
+                &format!("body {i}"),
+            ))
+            .await
+            .unwrap();
         assert!(!ack.duplicate);
     }
-    b.log.publish(&event("mail.delivered", "other", "not for this consumer")).await.unwrap();
-    let mut consumer = b.log.consumer(spec("deliver", "mail.received")).await.unwrap();
+    b.log
+        .publish(&event("mail.delivered", "other", "not for this consumer"))
+        .await
+        .unwrap();
+    let mut consumer = b
+        .log
+        .consumer(spec("deliver", "mail.received"))
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     while seen.len() < 3 {
         let batch = consumer.fetch(10, Duration::from_secs(2)).await.unwrap();
@@ -141,18 +186,33 @@ async fn publish_then_consume_in_order(b: Backend) {
         }
     }
     assert_eq!(seen, vec!["body 1", "body 2", "body 3"]);
-    assert!(consumer.fetch(10, Duration::from_millis(300)).await.unwrap().is_empty());
+    assert!(consumer
+        .fetch(10, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn unacked_deliveries_come_back(b: Backend) {
-    b.log.publish(&event("mail.received", "lost-ack", "x")).await.unwrap();
+    b.log
+        .publish(&event("mail.received", "lost-ack", "x"))
+        .await
+        .unwrap();
     {
-        let mut consumer = b.log.consumer(spec("deliver", "mail.received")).await.unwrap();
+        let mut consumer = b
+            .log
+            .consumer(spec("deliver", "mail.received"))
+            .await
+            .unwrap();
         let batch = consumer.fetch(10, Duration::from_secs(2)).await.unwrap();
         assert_eq!(batch.len(), 1);
         // The consumer dies here without settling anything.
     }
-    let mut consumer = b.log.consumer(spec("deliver", "mail.received")).await.unwrap();
+    let mut consumer = b
+        .log
+        .consumer(spec("deliver", "mail.received"))
+        .await
+        .unwrap();
     let batch = consumer.fetch(10, Duration::from_secs(5)).await.unwrap();
     assert_eq!(batch.len(), 1, "the unacked event must be handed out again");
     assert_eq!(batch[0].event.id, "lost-ack");
@@ -160,25 +220,53 @@ async fn unacked_deliveries_come_back(b: Backend) {
     for d in batch {
         d.ack().await.unwrap();
     }
-    assert!(consumer.fetch(10, Duration::from_millis(1500)).await.unwrap().is_empty());
+    assert!(consumer
+        .fetch(10, Duration::from_millis(1500))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn duplicate_ids_are_stored_once(b: Backend) {
-    let first = b.log.publish(&event("mail.received", "same", "once")).await.unwrap();
-    let second = b.log.publish(&event("mail.received", "same", "twice")).await.unwrap();
+    let first = b
+        .log
+        .publish(&event("mail.received", "same", "once"))
+        .await
+        .unwrap();
+    let second = b
+        .log
+        .publish(&event("mail.received", "same", "twice"))
+        .await
+        .unwrap();
     assert!(!first.duplicate);
     assert!(second.duplicate);
     assert_eq!(first.sequence, second.sequence);
-    let all = b.log.replay("mail.>", chrono::DateTime::UNIX_EPOCH).await.unwrap();
+    let all = b
+        .log
+        .replay("mail.>", chrono::DateTime::UNIX_EPOCH)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].payload, b"once");
 }
 
 async fn nak_redelivers_after_the_delay(b: Backend) {
-    b.log.publish(&event("mail.received", "naked", "x")).await.unwrap();
-    let mut consumer = b.log.consumer(spec("deliver", "mail.received")).await.unwrap();
+    b.log
+        .publish(&event("mail.received", "naked", "x"))
+        .await
+        .unwrap();
+    let mut consumer = b
+        .log
+        .consumer(spec("deliver", "mail.received"))
+        .await
+        .unwrap();
     let mut batch = consumer.fetch(1, Duration::from_secs(2)).await.unwrap();
-    batch.pop().unwrap().nak(Duration::from_millis(100)).await.unwrap();
+    batch
+        .pop()
+        .unwrap()
+        .nak(Duration::from_millis(100))
+        .await
+        .unwrap();
     let again = consumer.fetch(1, Duration::from_secs(3)).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempt, 2);
@@ -195,13 +283,21 @@ impl Handler for Flaky {
     fn name(&self) -> &str {
         "flaky"
     }
-    async fn process(&self, event: &StoredEvent, _attempt: u32) -> Result<Vec<OutgoingEvent>, HandlerError> {
+    async fn process(
+        &self,
+        event: &StoredEvent,
+        _attempt: u32,
+    ) -> Result<Vec<OutgoingEvent>, HandlerError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if *self.healthy.borrow() {
             return Ok(vec![event_out(event)]);
         }
         let error: BoxError = "the store is down".into();
-        Err(if self.permanent { HandlerError::Permanent(error) } else { HandlerError::Transient(error) })
+        Err(if self.permanent {
+            HandlerError::Permanent(error)
+        } else {
+            HandlerError::Transient(error)
+        })
     }
 }
 
@@ -211,7 +307,10 @@ fn event_out(input: &StoredEvent) -> OutgoingEvent {
 
 async fn wait_for_events(log: &EventLog, filter: &str, count: usize) -> Vec<StoredEvent> {
     for _ in 0..200 {
-        let events = log.replay(filter, chrono::DateTime::UNIX_EPOCH).await.unwrap();
+        let events = log
+            .replay(filter, chrono::DateTime::UNIX_EPOCH)
+            .await
+            .unwrap();
         if events.len() >= count {
             return events;
         }
@@ -221,13 +320,20 @@ async fn wait_for_events(log: &EventLog, filter: &str, count: usize) -> Vec<Stor
 }
 
 async fn dead_letter_flow(b: Backend, permanent: bool) {
-    b.log.publish(&event("mail.received", "poison", "payload")).await.unwrap();
+    b.log
+        .publish(&event("mail.received", "poison", "payload"))
+        .await
+        .unwrap();
     let calls = Arc::new(AtomicU32::new(0));
     let (set_healthy, healthy) = watch::channel(false);
     let (stop, shutdown) = watch::channel(false);
     let runner = Runner::new(
         b.log.clone(),
-        Flaky { calls: calls.clone(), healthy, permanent },
+        Flaky {
+            calls: calls.clone(),
+            healthy,
+            permanent,
+        },
         "mail.received",
         &b.config,
     );
@@ -236,10 +342,18 @@ async fn dead_letter_flow(b: Backend, permanent: bool) {
     let dead = wait_for_events(&b.log, "dead.flaky", 1).await;
     assert_eq!(dead[0].payload, b"payload");
     assert_eq!(dead[0].header("Dead-Subject"), Some("mail.received"));
-    assert!(dead[0].header("Dead-Reason").unwrap().contains("the store is down"));
+    assert!(dead[0]
+        .header("Dead-Reason")
+        .unwrap()
+        .contains("the store is down"));
     let expected_calls = if permanent { 1 } else { b.config.max_deliver };
     assert_eq!(calls.load(Ordering::SeqCst), expected_calls);
-    assert!(b.log.replay("mail.done", chrono::DateTime::UNIX_EPOCH).await.unwrap().is_empty());
+    assert!(b
+        .log
+        .replay("mail.done", chrono::DateTime::UNIX_EPOCH)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Once the cause is fixed, re-queueing the dead letter gets it processed.
     set_healthy.send(true).unwrap();
@@ -262,35 +376,72 @@ async fn permanent_errors_go_straight_to_dead_letters(b: Backend) {
 }
 
 async fn replay_reads_from_a_start_time(b: Backend) {
-    b.log.publish(&event("mail.received", "old", "old")).await.unwrap();
+    b.log
+        .publish(&event("mail.received", "old", "old"))
+        .await
+        .unwrap();
     // The log's clock has millisecond resolution; step past it.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let since = Utc::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    b.log.publish(&event("mail.received", "new", "new")).await.unwrap();
-    b.log.publish(&event("mail.delivered", "new-delivered", "d")).await.unwrap();
+    b.log
+        .publish(&event("mail.received", "new", "new"))
+        .await
+        .unwrap();
+    b.log
+        .publish(&event("mail.delivered", "new-delivered", "d"))
+        .await
+        .unwrap();
     let recent = b.log.replay("mail.received", since).await.unwrap();
-    assert_eq!(recent.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["new"]);
-    let everything = b.log.replay("mail.>", chrono::DateTime::UNIX_EPOCH).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec!["new"]
+    );
+    let everything = b
+        .log
+        .replay("mail.>", chrono::DateTime::UNIX_EPOCH)
+        .await
+        .unwrap();
     assert_eq!(everything.len(), 3);
     assert!(everything.windows(2).all(|w| w[0].sequence < w[1].sequence));
     assert!(b.log.replay("access.>", since).await.unwrap().is_empty());
     // Replay has no side effects on durable consumers.
-    let mut consumer = b.log.consumer(spec("deliver", "mail.received")).await.unwrap();
-    assert_eq!(consumer.fetch(10, Duration::from_secs(2)).await.unwrap().len(), 2);
+    let mut consumer = b
+        .log
+        .consumer(spec("deliver", "mail.received"))
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer
+            .fetch(10, Duration::from_secs(2))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 async fn blobs_round_trip_and_missing_is_an_error(b: Backend) {
     let body = b"Subject: hi\r\n\r\nhello\r\n".repeat(10_000);
-    let blob = b.log.put_blob("0193a1b2-0000-7000-8000-00000000abcd", &body).await.unwrap();
+    let blob = b
+        .log
+        .put_blob("0193a1b2-0000-7000-8000-00000000abcd", &body)
+        .await
+        .unwrap();
     assert_eq!(blob.size, body.len() as u64);
     assert_eq!(b.log.get_blob(&blob).await.unwrap(), body);
     let mut missing = blob.clone();
     missing.key = "0193a1b2-0000-7000-8000-00000000ffff".into();
-    assert!(matches!(b.log.get_blob(&missing).await, Err(BusError::BlobMissing(_))));
+    assert!(matches!(
+        b.log.get_blob(&missing).await,
+        Err(BusError::BlobMissing(_))
+    ));
     let mut corrupt = blob;
     corrupt.sha256 = "00".repeat(32);
-    assert!(matches!(b.log.get_blob(&corrupt).await, Err(BusError::BlobCorrupt { .. })));
+    assert!(matches!(
+        b.log.get_blob(&corrupt).await,
+        Err(BusError::BlobCorrupt { .. })
+    ));
 }
 
 #[tokio::test]
@@ -299,14 +450,32 @@ async fn embedded_log_survives_reopen_with_in_flight_events() {
     let config = test_config();
     {
         let log = EventLog::open(&config, dir.path()).await.unwrap();
-        log.publish(&event("mail.received", "a", "a")).await.unwrap();
-        let mut consumer = log.consumer(spec("deliver", "mail.received")).await.unwrap();
-        assert_eq!(consumer.fetch(10, Duration::from_secs(1)).await.unwrap().len(), 1);
+        log.publish(&event("mail.received", "a", "a"))
+            .await
+            .unwrap();
+        let mut consumer = log
+            .consumer(spec("deliver", "mail.received"))
+            .await
+            .unwrap();
+        assert_eq!(
+            consumer
+                .fetch(10, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
     // A new process: the in-flight event is handed out at once, not after the ack wait.
     let log = EventLog::open(&config, dir.path()).await.unwrap();
-    let mut consumer = log.consumer(spec("deliver", "mail.received")).await.unwrap();
-    let batch = consumer.fetch(10, Duration::from_millis(100)).await.unwrap();
+    let mut consumer = log
+        .consumer(spec("deliver", "mail.received"))
+        .await
+        .unwrap();
+    let batch = consumer
+        .fetch(10, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].attempt, 2);
 }
@@ -314,7 +483,10 @@ async fn embedded_log_survives_reopen_with_in_flight_events() {
 #[tokio::test]
 async fn unknown_bus_urls_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let config = BusConfig { url: "kafka://x".into(), ..BusConfig::default() };
+    let config = BusConfig {
+        url: "kafka://x".into(),
+        ..BusConfig::default()
+    };
     let err = EventLog::open(&config, dir.path()).await.err().unwrap();
     assert!(err.to_string().contains("kafka://x"), "{err}");
 }

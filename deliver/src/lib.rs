@@ -1,1 +1,19 @@
-//! placeholder
+//! deliver: writes each recipient's copy of a message to that user's mailbox store, then
+//! publishes `mail.delivered`.
+//!
+//! Delivery is idempotent per (message, recipient, store): a copy's file name is derived
+//! from the message id and the recipient, and on any try after the first the store is
+//! checked for it before anything is written. A crash between the write and the ack
+//! therefore never makes a second copy.
+//!
+//! # Layout
+//! - [`maildir`]: the Maildir++ store (write to `tmp/`, fsync, link into `new/`, fsync).
+//! - `handler`: the stage that reads `mail.received` and drives the stores.
+//! - [`metrics`]: metric names.
+#![warn(missing_docs)]
+
+mod handler;
+pub mod maildir;
+pub mod metrics;
+
+pub use handler::Deliver;

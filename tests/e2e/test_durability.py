@@ -1,0 +1,104 @@
+"""Nothing accepted is lost, nothing is delivered twice, and an unreachable log gets 451."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+
+import pytest
+
+from conftest import assert_delivered_verbatim, make_message, send_message, smtp_connect
+
+SENDER = "sender@remote.test"
+ALICE = "alice@example.org"
+
+
+def assert_exactly_once_after_marker(p, markers: list[str]) -> None:
+    """Every marker has exactly one copy, checked after a later message has landed too.
+
+    Waiting for a fresh message first means any late duplicate of the earlier ones
+    would have had its chance to land, without sleeping for a fixed time.
+    """
+    later, _ = p.send(SENDER, [ALICE], "later marker")
+    p.wait_delivered(ALICE, later)
+    for m in markers:
+        copies = p.copies(ALICE, m)
+        assert len(copies) == 1, f"message {m} has {len(copies)} copies: {copies}"
+
+
+@pytest.mark.parametrize("stack", ["embedded", "nats"])
+def test_kill9_right_after_250_loses_nothing(harness, stack):
+    p = harness.stack(stack)
+    p.setup_users("example.org", "alice")
+    p.start()
+
+    sent = []
+    s = smtp_connect(p.smtp_port)
+    try:
+        for i in range(5):
+            marker, msg = make_message(SENDER, [ALICE], f"before crash {i}")
+            assert s.sendmail(SENDER, [ALICE], msg) == {}  # 250: the log has it
+            sent.append((marker, msg))
+        p.kill9()  # mid-session, no chance to flush anything
+    finally:
+        s.close()
+
+    p.start()
+    for marker, msg in sent:
+        assert_delivered_verbatim(p.wait_delivered(ALICE, marker), msg)
+    assert_exactly_once_after_marker(p, [m for m, _ in sent])
+
+
+def test_nats_down_gives_451_then_retry_delivers_once(harness):
+    nats = harness.nats()
+    p = harness.pampa(bus_url=nats.url, bus={"publish_timeout": "2s"})
+    p.setup_users("example.org", "alice")
+    p.start()
+
+    # Warm up: the pipeline works end to end before NATS goes away.
+    warm, _ = p.send(SENDER, [ALICE], "warm up")
+    p.wait_delivered(ALICE, warm)
+
+    nats.stop()
+    marker, msg = make_message(SENDER, [ALICE], "while nats is down")
+    started = time.monotonic()
+    with smtp_connect(p.smtp_port) as s:
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt(ALICE)[0] == 250
+        try:
+            # smtplib raises only when DATA itself is refused; the reply after the "." is returned.
+            code, text = s.data(msg)
+        except smtplib.SMTPDataError as e:
+            code, text = e.smtp_code, e.smtp_error
+    elapsed = time.monotonic() - started
+    assert code == 451, f"DATA with NATS down: {code} {text!r}"
+    assert elapsed < 12, f"the 451 took {elapsed:.1f} s"
+    p.check_alive()
+
+    nats.start()  # same port, same store dir
+
+    # Retry as an MTA would: on a 4xx or a connection error, try again, for up to 60 s.
+    deadline = time.monotonic() + 60
+    attempts = []
+    while True:
+        try:
+            send_message(p.smtp_port, SENDER, [ALICE], msg)
+            break
+        except smtplib.SMTPRecipientsRefused as err:
+            codes = [c for c, _ in err.recipients.values()]
+            if not all(400 <= c < 500 for c in codes):
+                raise
+            attempts.append(f"RCPT {codes}")
+        except smtplib.SMTPResponseException as err:
+            if not 400 <= err.smtp_code < 500:
+                raise
+            attempts.append(f"{err.smtp_code} {err.smtp_error!r}")
+        except (smtplib.SMTPServerDisconnected, OSError) as err:
+            attempts.append(repr(err))
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no 250 within 60 s of NATS coming back; attempts: {attempts}")
+        time.sleep(0.5)  # retry back-off, as an MTA's queue would
+
+    assert_delivered_verbatim(p.wait_delivered(ALICE, marker, timeout=60), msg)
+    # The 451 attempt left no half-state behind: still one copy after a later message.
+    assert_exactly_once_after_marker(p, [warm, marker])
