@@ -365,15 +365,18 @@ class Pampa:
 
     # ---- the `up` process
 
-    def start(self) -> None:
+    def start(self, *command: str) -> None:
+        """Starts `pampa --config FILE up` (or the given command, e.g. "run", "deliver")."""
+        command = command or ("up",)
+        self.command = command
         assert self.proc is None, "pampa is already running"
         self.crashed_with = None
         self._last_ready_status: int | None = None
         with open(self.log_path, "ab") as log:
-            log.write(f"===== pampa --config {self.config_path} up =====\n".encode())
+            log.write(f"===== pampa --config {self.config_path} {' '.join(command)} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [self.binary, "--config", str(self.config_path), "up"],
+                [self.binary, "--config", str(self.config_path), *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -453,7 +456,7 @@ class Pampa:
 
     def restart(self) -> None:
         self.stop()
-        self.start()
+        self.start(*getattr(self, "command", ()))
 
     # ---- Maildirs
 

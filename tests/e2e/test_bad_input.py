@@ -150,10 +150,19 @@ def test_oversize_message_is_552(mx):
     filler = (b"x" * 76 + b"\r\n") * (3 * MAX_BYTES // 78)
     msg = msg + filler
     assert len(msg) > MAX_BYTES
+    # Declared with SIZE= (smtplib does this itself): refused at MAIL FROM.
     with smtp_connect(mx.smtp_port) as s:
-        with pytest.raises(smtplib.SMTPDataError) as e:
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:
             s.sendmail(SENDER, [ALICE], msg)
         assert e.value.smtp_code == 552, (e.value.smtp_code, e.value.smtp_error)
+    # Not declared: read to the terminator, then refused with 552; the session goes on.
+    with smtp_connect(mx.smtp_port) as s:
+        s.ehlo("client.test")
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt(ALICE)[0] == 250
+        code, text = s.data(msg)
+        assert code == 552, (code, text)
+        assert s.noop()[0] == 250
     mx.assert_works(ALICE)
     assert mx.copies(ALICE, marker) == []
 
@@ -168,3 +177,52 @@ def test_too_many_recipients_is_452(mx):
         assert code == 452, (code, text)
         assert s.rset()[0] == 250
     mx.assert_works(ALICE)
+
+
+def test_bare_lf_is_normalised_and_never_ends_data(mx):
+    """Only CRLF.CRLF ends DATA: a bare-LF dot line is content, so nobody can smuggle a
+    second message past a filter (the SMTP smuggling attacks of 2023). Bare LFs are
+    stored as line ends, as Postfix's cleanup does."""
+    marker, _ = make_message(SENDER, [ALICE], "bare lf")
+    smuggled = "smuggled-" + marker
+    body = (
+        f"Subject: {marker}\n"
+        f"\n"
+        f"line one\n"
+        f".\n"
+        f"MAIL FROM:<evil@remote.test>\n"
+        f"RCPT TO:<{ALICE}>\n"
+        f"DATA\n"
+        f"Subject: {smuggled}\n"
+        f"\r\n.\r\n"
+    ).encode()
+    with RawSmtp(mx.smtp_port) as c:
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.e2e.test")[0] == 250
+        assert c.cmd(f"MAIL FROM:<{SENDER}>")[0] == 250
+        assert c.cmd(f"RCPT TO:<{ALICE}>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send(body)
+        code, text = c.reply()
+        assert code == 250, (code, text)
+        assert c.cmd("QUIT")[0] == 221
+    stored = mx.wait_delivered(ALICE, marker).read_bytes()
+    assert b"line one\n.\nMAIL FROM:<evil@remote.test>\n" in stored, stored
+    assert b"\r" not in stored
+    mx.assert_works(ALICE)
+    # The smuggled subject exists only inside the first message.
+    holders = mx.copies(ALICE, smuggled)
+    assert len(holders) == 1 and marker.encode() in holders[0].read_bytes()
+
+
+def test_pipelined_commands_are_answered_in_order(mx):
+    marker, msg = make_message(SENDER, [ALICE], "pipelined")
+    with RawSmtp(mx.smtp_port) as c:
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.e2e.test")[0] == 250
+        c.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{ALICE}>\r\nRCPT TO:<nobody@example.org>\r\nDATA\r\n".encode())
+        assert [c.reply()[0] for _ in range(4)] == [250, 250, 550, 354]
+        c.send(msg + b".\r\nQUIT\r\n")
+        assert c.reply()[0] == 250
+        assert c.reply()[0] == 221
+    mx.wait_delivered(ALICE, marker)
