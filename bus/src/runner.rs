@@ -201,20 +201,26 @@ impl<H: Handler> Runner<H> {
 /// The header that keeps a dead letter's original event id.
 pub const HEADER_DEAD_EVENT_ID: &str = "Dead-Event-Id";
 
+/// The headers minus those that dead-lettering and retrying add, so neither stacks up
+/// when an input dies, is retried and dies again.
+fn without_dead_letter_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
+    const ADDED: [&str; 4] = [
+        subjects::HEADER_DEAD_REASON,
+        subjects::HEADER_DEAD_SUBJECT,
+        HEADER_DEAD_EVENT_ID,
+        subjects::HEADER_RETRY,
+    ];
+    headers
+        .iter()
+        .filter(|(name, _)| !ADDED.iter().any(|added| name.eq_ignore_ascii_case(added)))
+        .cloned()
+        .collect()
+}
+
 /// Wraps an input that a stage gave up on as an event on `dead.<stage>`. The payload is
 /// the original bytes, so a retry can re-queue it unchanged.
 pub fn dead_letter_of(event: &StoredEvent, stage: &str, reason: &str) -> OutgoingEvent {
-    let mut headers: Vec<(String, String)> = event
-        .headers
-        .iter()
-        .filter(|(n, _)| {
-            !n.eq_ignore_ascii_case(subjects::HEADER_DEAD_REASON)
-                && !n.eq_ignore_ascii_case(subjects::HEADER_DEAD_SUBJECT)
-                && !n.eq_ignore_ascii_case(HEADER_DEAD_EVENT_ID)
-                && !n.eq_ignore_ascii_case(subjects::HEADER_RETRY)
-        })
-        .cloned()
-        .collect();
+    let mut headers = without_dead_letter_headers(&event.headers);
     // Header values are single lines.
     let reason: String = reason
         .chars()
@@ -240,16 +246,7 @@ pub fn dead_letter_of(event: &StoredEvent, stage: &str, reason: &str) -> Outgoin
 /// the duplicate window and would be dropped.
 pub fn requeue_of(dead: &StoredEvent) -> Option<OutgoingEvent> {
     let subject = dead.header(subjects::HEADER_DEAD_SUBJECT)?.to_owned();
-    let mut headers: Vec<(String, String)> = dead
-        .headers
-        .iter()
-        .filter(|(n, _)| {
-            !n.eq_ignore_ascii_case(subjects::HEADER_DEAD_REASON)
-                && !n.eq_ignore_ascii_case(subjects::HEADER_DEAD_SUBJECT)
-                && !n.eq_ignore_ascii_case(HEADER_DEAD_EVENT_ID)
-        })
-        .cloned()
-        .collect();
+    let mut headers = without_dead_letter_headers(&dead.headers);
     headers.push((subjects::HEADER_RETRY.to_owned(), dead.id.clone()));
     Some(OutgoingEvent {
         subject,

@@ -310,10 +310,7 @@ impl Directory {
             .bind(address.to_string())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(DirectoryError::UnknownUser(address.to_string()));
-        }
-        Ok(())
+        user_was_there(done, &address)
     }
 
     /// Replaces a user's password.
@@ -325,10 +322,7 @@ impl Directory {
             .bind(address.to_string())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(DirectoryError::UnknownUser(address.to_string()));
-        }
-        Ok(())
+        user_was_there(done, &address)
     }
 
     /// Moves a user to another spam level.
@@ -340,10 +334,7 @@ impl Directory {
             .bind(address.to_string())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(DirectoryError::UnknownUser(address.to_string()));
-        }
-        Ok(())
+        user_was_there(done, &address)
     }
 
     /// Checks a user's password.
@@ -411,11 +402,19 @@ impl Directory {
                 .bind(address.to_string())
                 .execute(&self.pool)
                 .await?;
-        if done.rows_affected() == 0 {
-            return Err(DirectoryError::UnknownUser(address.to_string()));
-        }
-        Ok(())
+        user_was_there(done, &address)
     }
+}
+
+/// A write that names one user by address touched a row, or the user does not exist.
+fn user_was_there(
+    done: sqlx::any::AnyQueryResult,
+    address: &Address,
+) -> Result<(), DirectoryError> {
+    if done.rows_affected() == 0 {
+        return Err(DirectoryError::UnknownUser(address.to_string()));
+    }
+    Ok(())
 }
 
 /// The directory a `sqlite://` URL's file lives in, so it can be created first.

@@ -3,8 +3,7 @@
 //! Named encoding writes maps keyed by field name, so a reader skips fields it does not
 //! know and an added optional field is not a breaking change.
 
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::{subjects, Envelope, Event};
 
@@ -65,28 +64,11 @@ pub fn decode<P: Event>(bytes: &[u8]) -> Result<Envelope<P>, CodecError> {
 }
 
 /// The envelope without its payload: enough for tracing, dead letters and routing.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct EnvelopeHead {
-    /// The event id.
-    pub id: String,
-    /// The event type.
-    pub event_type: String,
-    /// The schema version.
-    pub schema_version: u16,
-    /// The correlation id.
-    pub correlation_id: String,
-    /// The parent event's id.
-    #[serde(default)]
-    pub causation_id: Option<String>,
-    /// The producing role.
-    pub source: String,
-    /// When it happened.
-    pub occurred_at: DateTime<Utc>,
-}
+/// Serde skips the payload of whatever type it is.
+pub type EnvelopeHead = Envelope<IgnoredAny>;
 
 /// Decodes only the envelope fields, whatever the payload is.
 pub fn decode_head(bytes: &[u8]) -> Result<EnvelopeHead, CodecError> {
-    // Serde skips the unknown `payload` key, so any event's head decodes.
     Ok(rmp_serde::from_slice(bytes)?)
 }
 
