@@ -47,7 +47,7 @@ pub fn encode<P: Event>(event: &Envelope<P>) -> Result<Vec<u8>, CodecError> {
 /// Decodes an envelope of a known payload type, refusing other types and newer schemas.
 pub fn decode<P: Event>(bytes: &[u8]) -> Result<Envelope<P>, CodecError> {
     let head = decode_head(bytes)?;
-    if head.event_type != P::EVENT_TYPE {
+    if !P::is_event_type(&head.event_type) {
         return Err(CodecError::WrongType {
             expected: P::EVENT_TYPE,
             found: head.event_type,

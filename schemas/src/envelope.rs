@@ -13,6 +13,12 @@ pub trait Event: Serialize + DeserializeOwned {
     const EVENT_TYPE: &'static str;
     /// Bumped on a breaking change, together with an upcaster in this crate.
     const SCHEMA_VERSION: u16;
+
+    /// Whether events of `event_type` carry this payload. A payload that travels under
+    /// several names (one per stage) widens this.
+    fn is_event_type(event_type: &str) -> bool {
+        event_type == Self::EVENT_TYPE
+    }
 }
 
 /// One immutable fact, with the ids that tie it to its history.
@@ -55,9 +61,19 @@ impl<P: Event> Envelope<P> {
     /// An event caused by `parent`, with an id derived from the parent's id and the
     /// producing role, so that a stage that crashes and runs again publishes the same id.
     pub fn caused_by<Q>(parent: &Envelope<Q>, source: &str, payload: P) -> Self {
+        Self::caused_by_as(parent, source, P::EVENT_TYPE, payload)
+    }
+
+    /// Like [`Envelope::caused_by`], under one of the payload's other event types.
+    pub fn caused_by_as<Q>(
+        parent: &Envelope<Q>,
+        source: &str,
+        event_type: &str,
+        payload: P,
+    ) -> Self {
         Envelope {
             id: derive_id(&parent.id, source),
-            event_type: P::EVENT_TYPE.to_owned(),
+            event_type: event_type.to_owned(),
             schema_version: P::SCHEMA_VERSION,
             correlation_id: parent.correlation_id.clone(),
             causation_id: Some(parent.id.clone()),

@@ -6,18 +6,24 @@
 //!
 //! # Layout
 //! - [`envelope`]: the [`Envelope`] every event travels in, and deterministic ids.
+//! - [`analysis`]: tags, spam levels, dispositions and the pure `decide` function.
 //! - [`mail`]: the payloads of the mail pipeline (`mail.received`, `mail.delivered`).
 //! - [`subjects`]: subject names and the NATS header names tools route by.
 //! - [`codec`]: rmp-serde named encoding, decoding, and the header-only view.
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod codec;
 pub mod envelope;
 pub mod mail;
 pub mod subjects;
 
+pub use analysis::{
+    decide, Decision, Disposition, LevelSnapshot, MailAnalysis, RecipientAnalysis, Tag,
+};
 pub use codec::{decode, decode_head, encode, CodecError, EnvelopeHead};
 pub use envelope::{derive_id, new_id, Envelope, Event};
 pub use mail::{
     BlobRef, ClientInfo, DeliveryOutcome, MailDelivered, MailReceived, RecipientDelivery,
+    RecipientLevel,
 };

@@ -28,7 +28,7 @@ pub struct ClientInfo {
 }
 
 /// `mail.received`: ingest accepted a message and stored its body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MailReceived {
     /// pampa's id for the message; also the correlation id of its whole history.
     pub message_id: String,
@@ -47,6 +47,18 @@ pub struct MailReceived {
     pub received_by: String,
     /// When the final dot of DATA arrived.
     pub received_at: DateTime<Utc>,
+    /// Each recipient's spam level as it was at RCPT time, so replay needs no lookups.
+    #[serde(default)]
+    pub levels: Vec<RecipientLevel>,
+}
+
+/// A recipient's spam level when the message arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipientLevel {
+    /// The recipient.
+    pub address: String,
+    /// The level.
+    pub level: crate::analysis::LevelSnapshot,
 }
 
 impl Event for MailReceived {
@@ -62,6 +74,12 @@ pub enum DeliveryOutcome {
     Delivered,
     /// Found already written by an earlier attempt; nothing was written twice.
     AlreadyDelivered,
+    /// Not written, on purpose: the disposition was to discard it. The log keeps the
+    /// message until retention ends.
+    Discarded {
+        /// The decision's reason.
+        reason: String,
+    },
     /// The store refused it for good.
     Failed {
         /// Why, in words.

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
 use pampa_schemas::{
-    decode, decode_head, encode, BlobRef, ClientInfo, CodecError, DeliveryOutcome, Envelope, Event,
-    MailDelivered, MailReceived, RecipientDelivery,
+    decode, decode_head, encode, BlobRef, ClientInfo, CodecError, Decision, DeliveryOutcome,
+    Disposition, Envelope, Event, LevelSnapshot, MailAnalysis, MailDelivered, MailReceived,
+    RecipientDelivery, RecipientLevel, Tag,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,7 @@ fn received() -> Envelope<MailReceived> {
             header_message_id: Some("<abc@example.net>".into()),
             received_by: "mx.example.org".into(),
             received_at: at,
+            levels: vec![],
         },
     }
 }
@@ -86,12 +88,9 @@ fn check_golden<P: Event + PartialEq + std::fmt::Debug>(name: &str, expected: En
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
     let decoded: Envelope<P> = decode(&bytes).expect("golden fixture decodes");
     assert_eq!(decoded, expected);
-    // The encoding is stable: today's encoder writes the same bytes.
-    assert_eq!(
-        encode(&expected).unwrap(),
-        bytes,
-        "encoding of {name} changed"
-    );
+    // What today's encoder writes decodes to the same value. (The bytes may differ
+    // from the fixture: fields added since then are written too.)
+    assert_eq!(decode::<P>(&encode(&expected).unwrap()).unwrap(), expected);
 }
 
 #[test]
@@ -102,6 +101,58 @@ fn mail_received_v1_decodes() {
 #[test]
 fn mail_delivered_v1_decodes() {
     check_golden("mail.delivered.v1.msgpack", delivered());
+}
+
+fn scored() -> Envelope<MailAnalysis> {
+    let parent = received();
+    let mut received = parent.payload.clone();
+    received.levels = vec![RecipientLevel {
+        address: "alice@example.org".into(),
+        level: LevelSnapshot {
+            name: "strict".into(),
+            cut: Some(3.0),
+            discard: Some(8.0),
+        },
+    }];
+    let mut analysis = MailAnalysis::start(received);
+    analysis.tags.push(Tag {
+        name: "RBL_TEST".into(),
+        evidence: "127.0.0.2".into(),
+        weight: Some(4.0),
+    });
+    analysis.recipients[1]
+        .tags
+        .push(Tag::new("WL_ADDRESS_BOOK", "sender@example.net"));
+    analysis.score = Some(4.0);
+    analysis.recipients[0].decision = Some(Decision {
+        disposition: Disposition::Spam,
+        reason: "score 4.0 >= cut 3.0 of strict".into(),
+    });
+    analysis.recipients[1].decision = Some(Decision {
+        disposition: Disposition::Inbox,
+        reason: "WL_ADDRESS_BOOK (sender@example.net)".into(),
+    });
+    analysis.stages = vec!["rbl".into(), "whitelist".into(), "score".into()];
+    let mut event = Envelope::caused_by(&parent, "score", analysis);
+    event.occurred_at = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 2).unwrap();
+    event
+}
+
+#[test]
+fn mail_scored_v1_decodes() {
+    check_golden("mail.scored.v1.msgpack", scored());
+}
+
+#[test]
+fn an_analysis_travels_under_each_stage_name() {
+    let scored = scored();
+    let rbl = Envelope::caused_by_as(&received(), "rbl", "mail.rbl", scored.payload.clone());
+    let bytes = encode(&rbl).unwrap();
+    assert_eq!(
+        decode::<MailAnalysis>(&bytes).unwrap().event_type,
+        "mail.rbl"
+    );
+    assert!(decode::<MailAnalysis>(&encode(&received()).unwrap()).is_err());
 }
 
 #[test]

@@ -1,8 +1,27 @@
-//! The filtering stages (`rbl`, `whitelist`, `antivirus`, `score`) will live here.
+//! The filtering stages: stateless consumers that each add findings to a message.
 //!
-//! Nothing is implemented yet: until they are, deliver reads `mail.received` directly.
-//! The crate exists so the workspace has the layout of DESIGN.md §2 from the start.
+//! Enrichers (`rbl`, `whitelist`, `antivirus`) only add tags with evidence; `score` turns
+//! the tags into a score and a per-recipient decision with the pure
+//! [`pampa_schemas::decide`]. Each stage is a [`Stage`]; [`StageHandler`] adapts it to the
+//! bus's runner, which owns acks, retries and dead letters.
 //!
 //! # Layout
-//! Empty for now.
+//! - [`stage`]: the [`Stage`] trait, [`Findings`], and the handler that runs any stage.
+//! - [`pipeline`]: the `[pipeline]` order and the subject each stage reads and writes.
+//! - [`rbl`]: DNSBL on the client IP, URI blocklists on body links.
+//! - [`whitelist`]: allow and block lists, and the address book.
+//! - [`antivirus`]: clamd over INSTREAM.
+//! - [`score`]: tag weights, the message score and each recipient's decision.
+//! - [`metrics`]: metric names shared by the stages.
 #![warn(missing_docs)]
+
+pub mod antivirus;
+pub mod metrics;
+pub mod pipeline;
+pub mod rbl;
+pub mod score;
+pub mod stage;
+pub mod whitelist;
+
+pub use pipeline::{PipelineConfig, StageName};
+pub use stage::{Body, Findings, Stage, StageError, StageHandler, Verdict};

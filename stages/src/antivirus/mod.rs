@@ -1,0 +1,1 @@
+//! The `antivirus` stage: being written.

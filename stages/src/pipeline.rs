@@ -1,0 +1,107 @@
+//! The `[pipeline]` section: which stages run, in which order, and so which subject each
+//! one reads and writes.
+
+use serde::Deserialize;
+
+/// The stages pampa has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageName {
+    /// DNSBL on the client IP, URI blocklists on body links.
+    Rbl,
+    /// Allow and block lists, and the address book.
+    Whitelist,
+    /// clamd.
+    Antivirus,
+    /// Score and per-recipient decisions.
+    Score,
+}
+
+impl StageName {
+    /// The name: the durable consumer and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageName::Rbl => "rbl",
+            StageName::Whitelist => "whitelist",
+            StageName::Antivirus => "antivirus",
+            StageName::Score => "score",
+        }
+    }
+
+    /// The event type this stage publishes.
+    pub fn output(self) -> &'static str {
+        match self {
+            StageName::Rbl => "mail.rbl",
+            StageName::Whitelist => "mail.whitelist",
+            StageName::Antivirus => "mail.antivirus",
+            StageName::Score => "mail.scored",
+        }
+    }
+}
+
+/// The order of the stages between ingest and deliver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Stage names in order; `score` must come last when present, since it decides.
+    pub stages: Vec<StageName>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            stages: vec![StageName::Rbl, StageName::Whitelist, StageName::Antivirus, StageName::Score],
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Checks the order: no stage twice, and `score` last.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, stage) in self.stages.iter().enumerate() {
+            if self.stages[..i].contains(stage) {
+                return Err(format!("pipeline.stages names {} twice", stage.as_str()));
+            }
+            if *stage == StageName::Score && i + 1 != self.stages.len() {
+                return Err("pipeline.stages: score decides, so it must be the last stage".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// The subject `stage` reads: the previous stage's output, or `mail.received`.
+    pub fn input_of(&self, stage: StageName) -> Option<&'static str> {
+        let at = self.stages.iter().position(|s| *s == stage)?;
+        Some(if at == 0 { "mail.received" } else { self.stages[at - 1].output() })
+    }
+
+    /// The subject deliver reads: the last stage's output, or `mail.received`.
+    pub fn deliver_input(&self) -> &'static str {
+        self.stages.last().map(|s| s.output()).unwrap_or("mail.received")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_chain_in_configured_order() {
+        let p = PipelineConfig { stages: vec![StageName::Whitelist, StageName::Rbl, StageName::Score] };
+        assert_eq!(p.input_of(StageName::Whitelist), Some("mail.received"));
+        assert_eq!(p.input_of(StageName::Rbl), Some("mail.whitelist"));
+        assert_eq!(p.input_of(StageName::Score), Some("mail.rbl"));
+        assert_eq!(p.input_of(StageName::Antivirus), None);
+        assert_eq!(p.deliver_input(), "mail.scored");
+        assert_eq!(PipelineConfig { stages: vec![] }.deliver_input(), "mail.received");
+    }
+
+    #[test]
+    fn bad_orders_are_named() {
+        let twice = PipelineConfig { stages: vec![StageName::Rbl, StageName::Rbl] };
+        assert!(twice.validate().unwrap_err().contains("rbl twice"));
+        let early = PipelineConfig { stages: vec![StageName::Score, StageName::Rbl] };
+        assert!(early.validate().unwrap_err().contains("last"));
+        assert!(PipelineConfig::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,1 @@
+//! The `rbl` stage: being written.

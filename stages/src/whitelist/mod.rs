@@ -1,0 +1,1 @@
+//! The `whitelist` stage: being written.
