@@ -15,6 +15,8 @@
 #   PAMPA_TEST_MYSQL_URL     mysql://root@127.0.0.1:3306
 #   PAMPA_TEST_POSTGRES_URL  postgres://postgres@127.0.0.1:5432
 #   PAMPA_BIN                ./target/debug/pampa (for the e2e suite)
+#   PAMPA_CLAMD              /usr/sbin/clamd (Debian's clamav-daemon)
+#   PAMPA_CLAMAV_TEST_DB     ./ops/clamav/testdb (test signatures, no download)
 #
 # `ops/test.sh --setup-only` prepares the machine and prints the environment
 # without building or testing anything.
@@ -55,7 +57,7 @@ deb_installed() {
 }
 
 missing_debs=()
-for pkg in mariadb-server postgresql swaks openssl; do
+for pkg in mariadb-server postgresql swaks openssl clamav-daemon rbldnsd; do
     deb_installed "$pkg" || missing_debs+=("$pkg")
 done
 if ((${#missing_debs[@]} > 0)); then
@@ -152,10 +154,20 @@ export PAMPA_TEST_MYSQL_URL="${PAMPA_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306
 export PAMPA_TEST_POSTGRES_URL="${PAMPA_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}"
 export PAMPA_BIN="$PWD/target/debug/pampa"
 
+# ClamAV: the antivirus tests (stages/tests/antivirus.rs, tests/e2e) start their
+# own clamd on a free port through ops/clamav/start-clamd.sh, with the project's
+# tiny signature database (EICAR and a project sample), because this machine
+# cannot download ClamAV's official databases. See ops/clamav/README.md.
+export PAMPA_CLAMD="${PAMPA_CLAMD:-/usr/sbin/clamd}"
+export PAMPA_CLAMAV_TEST_DB="${PAMPA_CLAMAV_TEST_DB:-$PWD/ops/clamav/testdb}"
+[[ -x "$PAMPA_CLAMD" ]] || die "clamd is missing at $PAMPA_CLAMD (install clamav-daemon)"
+
 log "PAMPA_NATS_SERVER=$PAMPA_NATS_SERVER ($(nats_version "$PAMPA_NATS_SERVER"))"
 log "PAMPA_TEST_MYSQL_URL=$PAMPA_TEST_MYSQL_URL"
 log "PAMPA_TEST_POSTGRES_URL=$PAMPA_TEST_POSTGRES_URL"
 log "PAMPA_BIN=$PAMPA_BIN"
+log "PAMPA_CLAMD=$PAMPA_CLAMD"
+log "PAMPA_CLAMAV_TEST_DB=$PAMPA_CLAMAV_TEST_DB"
 
 if ((setup_only)); then
     exit 0

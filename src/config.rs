@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use pampa_bus::BusConfig;
 use pampa_ingest::SmtpConfig;
+use pampa_stages::{
+    rbl::RblConfig, score::ScoreConfig, whitelist::WhitelistConfig, PipelineConfig,
+};
 use serde::Deserialize;
 
 /// The whole configuration (DESIGN.md §5).
@@ -23,6 +26,35 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The deliver role.
     pub deliver: DeliverConfig,
+    /// Which stages run between ingest and deliver, in order.
+    pub pipeline: PipelineConfig,
+    /// Each stage's settings.
+    pub stages: StagesConfig,
+}
+
+/// The `[stages]` section: one table per stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagesConfig {
+    /// Messages one stage process works on at once.
+    pub concurrency: usize,
+    /// `[stages.rbl]`.
+    pub rbl: RblConfig,
+    /// `[stages.whitelist]`.
+    pub whitelist: WhitelistConfig,
+    /// `[stages.score]`.
+    pub score: ScoreConfig,
+}
+
+impl Default for StagesConfig {
+    fn default() -> Self {
+        StagesConfig {
+            concurrency: 16,
+            rbl: RblConfig::default(),
+            whitelist: WhitelistConfig::default(),
+            score: ScoreConfig::default(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -34,6 +66,8 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             metrics: MetricsConfig::default(),
             deliver: DeliverConfig::default(),
+            pipeline: PipelineConfig::default(),
+            stages: StagesConfig::default(),
         }
     }
 }
@@ -89,9 +123,11 @@ impl Config {
         Self::parse(&text).with_context(|| format!("invalid configuration in {}", path.display()))
     }
 
-    /// Parses configuration text.
+    /// Parses configuration text and checks what the types cannot.
     pub fn parse(text: &str) -> Result<Self> {
-        Ok(toml::from_str(text)?)
+        let config: Config = toml::from_str(text)?;
+        config.pipeline.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
     }
 
     /// The directory URL: the configured one, or SQLite under `data_dir`.

@@ -3,13 +3,16 @@
 mod admin;
 mod config;
 mod http;
+mod lists;
 mod roles;
 mod table;
+mod trace;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use roles::Role;
 
 /// pampa: the mail and access platform of an ISP, as an event-sourced pipeline.
 #[derive(Parser)]
@@ -41,20 +44,29 @@ enum Command {
         #[command(subcommand)]
         action: admin::UserAction,
     },
+    /// Show one message's whole history from the event log.
+    Trace {
+        /// The id from "250 2.0.0 Ok: queued as ID".
+        message_id: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the allow and block lists (per user with --user, else global).
+    List {
+        #[command(subcommand)]
+        list: lists::ListCommand,
+    },
+    /// Manage a user's address book (its addresses count as allowed senders).
+    Addressbook {
+        #[command(subcommand)]
+        action: lists::AddressBookAction,
+    },
     /// Inspect and re-queue dead letters.
     Dead {
         #[command(subcommand)]
         action: admin::DeadAction,
     },
-}
-
-/// The roles this build has.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Role {
-    /// The SMTP MX.
-    Ingest,
-    /// Writes each recipient's copy to its mailbox store.
-    Deliver,
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,5 +106,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Domain { action } => admin::domain(&config, action).await,
         Command::User { action } => admin::user(&config, action).await,
         Command::Dead { action } => admin::dead(&config, action).await,
+        Command::List { list } => lists::list(&config, list).await,
+        Command::Addressbook { action } => lists::addressbook(&config, action).await,
+        Command::Trace { message_id, json } => trace::trace(&config, &message_id, json).await,
     }
 }

@@ -2,25 +2,70 @@
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
+use clap::ValueEnum;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use pampa_bus::{EventLog, Runner};
+use pampa_bus::{EventLog, Handler, Runner};
 use pampa_deliver::Deliver;
 use pampa_directory::Directory;
 use pampa_ingest::Ingest;
-use pampa_schemas::MailReceived;
+use pampa_stages::{rbl::Rbl, score::Score, whitelist::Whitelist, Stage, StageHandler, StageName};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
-use crate::{config::Config, http, Role};
+use crate::{config::Config, http};
 
-/// The subject deliver reads until the filtering stages sit in between.
-const DELIVER_INPUT: &str = <MailReceived as pampa_schemas::Event>::EVENT_TYPE;
+/// The roles this build has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The SMTP MX.
+    Ingest,
+    /// DNSBL and URI blocklists.
+    Rbl,
+    /// Allow and block lists, and the address book.
+    Whitelist,
+    /// clamd.
+    Antivirus,
+    /// Score and per-recipient decisions.
+    Score,
+    /// Writes each recipient's copy to its mailbox store.
+    Deliver,
+}
+
+impl Role {
+    fn stage(self) -> Option<StageName> {
+        match self {
+            Role::Rbl => Some(StageName::Rbl),
+            Role::Whitelist => Some(StageName::Whitelist),
+            Role::Antivirus => Some(StageName::Antivirus),
+            Role::Score => Some(StageName::Score),
+            Role::Ingest | Role::Deliver => None,
+        }
+    }
+}
 
 /// What every role needs: the log, the directory and the metrics recorder.
 struct Backends {
     log: EventLog,
     directory: Directory,
     prometheus: PrometheusHandle,
+}
+
+/// The tasks of this process, the signal that stops them, and the extra checks
+/// `/readyz` runs for the stages started here (clamd for `antivirus`).
+struct Tasks {
+    set: JoinSet<()>,
+    shutdown: watch::Receiver<bool>,
+    probes: Vec<http::ReadinessCheck>,
+}
+
+impl Tasks {
+    fn new() -> Self {
+        Tasks {
+            set: JoinSet::new(),
+            shutdown: shutdown_signal(),
+            probes: Vec::new(),
+        }
+    }
 }
 
 async fn open_backends(config: &Config) -> Result<Backends> {
@@ -65,12 +110,25 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-fn readiness(backends: &Backends, ingest: Option<Ingest>) -> http::ReadinessCheck {
+fn readiness(
+    backends: &Backends,
+    ingest: Option<Ingest>,
+    probes: Vec<http::ReadinessCheck>,
+) -> http::ReadinessCheck {
     let log = backends.log.clone();
     let directory = backends.directory.clone();
+    let probes = Arc::new(probes);
     Arc::new(move || {
-        let (log, directory, ingest) = (log.clone(), directory.clone(), ingest.clone());
+        let (log, directory, ingest, probes) = (
+            log.clone(),
+            directory.clone(),
+            ingest.clone(),
+            probes.clone(),
+        );
         Box::pin(async move {
+            for probe in probes.iter() {
+                probe().await?;
+            }
             if let Some(ingest) = &ingest {
                 if !ingest.is_listening() {
                     return Err("SMTP is not listening".to_owned());
@@ -92,27 +150,21 @@ async fn start_metrics(
     config: &Config,
     backends: &Backends,
     ingest: Option<Ingest>,
-    tasks: &mut JoinSet<()>,
-    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
 ) -> Result<()> {
     let listener = TcpListener::bind(&config.metrics.listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?;
-    tasks.spawn(http::serve(
+    tasks.set.spawn(http::serve(
         listener,
         backends.prometheus.clone(),
-        readiness(backends, ingest),
-        shutdown.clone(),
+        readiness(backends, ingest, std::mem::take(&mut tasks.probes)),
+        tasks.shutdown.clone(),
     ));
     Ok(())
 }
 
-async fn start_ingest(
-    config: &Config,
-    backends: &Backends,
-    tasks: &mut JoinSet<()>,
-    shutdown: &watch::Receiver<bool>,
-) -> Result<Ingest> {
+async fn start_ingest(config: &Config, backends: &Backends, tasks: &mut Tasks) -> Result<Ingest> {
     let ingest = Ingest::new(
         config.smtp.clone(),
         backends.log.clone(),
@@ -120,32 +172,102 @@ async fn start_ingest(
         config.bus.publish_timeout,
     )?;
     let listener = ingest.bind().await?;
-    tasks.spawn(ingest.clone().serve(listener, shutdown.clone()));
+    tasks
+        .set
+        .spawn(ingest.clone().serve(listener, tasks.shutdown.clone()));
     Ok(ingest)
 }
 
-fn start_deliver(
+fn spawn_runner<H: Handler>(
     config: &Config,
     backends: &Backends,
-    tasks: &mut JoinSet<()>,
-    shutdown: &watch::Receiver<bool>,
+    handler: H,
+    input: &str,
+    concurrency: usize,
+    tasks: &mut Tasks,
 ) {
+    let runner =
+        Runner::new(backends.log.clone(), handler, input, &config.bus).concurrency(concurrency);
+    tasks.set.spawn(runner.run(tasks.shutdown.clone()));
+}
+
+fn spawn_stage<S: Stage>(
+    config: &Config,
+    backends: &Backends,
+    name: StageName,
+    stage: S,
+    tasks: &mut Tasks,
+) -> Result<()> {
+    let input = config.pipeline.input_of(name).ok_or_else(|| {
+        anyhow!(
+            "stage {} is not in pipeline.stages, so it has nothing to read",
+            name.as_str()
+        )
+    })?;
+    let handler = StageHandler::new(stage, backends.log.clone(), name.output());
+    spawn_runner(
+        config,
+        backends,
+        handler,
+        input,
+        config.stages.concurrency,
+        tasks,
+    );
+    Ok(())
+}
+
+async fn start_stage(
+    config: &Config,
+    backends: &Backends,
+    name: StageName,
+    tasks: &mut Tasks,
+) -> Result<()> {
+    match name {
+        StageName::Score => spawn_stage(
+            config,
+            backends,
+            name,
+            Score::new(config.stages.score.clone()),
+            tasks,
+        ),
+        StageName::Whitelist => {
+            let stage = Whitelist::new(config.stages.whitelist.clone(), backends.directory.clone());
+            spawn_stage(config, backends, name, stage, tasks)
+        }
+        StageName::Rbl => {
+            let stage =
+                Rbl::new(config.stages.rbl.clone()).context("cannot start the rbl stage")?;
+            spawn_stage(config, backends, name, stage, tasks)
+        }
+        StageName::Antivirus => Err(anyhow!(
+            "stage {} is not built yet; remove it from pipeline.stages",
+            name.as_str()
+        )),
+    }
+}
+
+fn start_deliver(config: &Config, backends: &Backends, tasks: &mut Tasks) {
     let deliver = Deliver::new(
         backends.log.clone(),
         backends.directory.clone(),
         config.data_dir.clone(),
         &config.smtp.hostname,
     );
-    let runner = Runner::new(backends.log.clone(), deliver, DELIVER_INPUT, &config.bus)
-        .concurrency(config.deliver.concurrency);
-    tasks.spawn(runner.run(shutdown.clone()));
+    spawn_runner(
+        config,
+        backends,
+        deliver,
+        config.pipeline.deliver_input(),
+        config.deliver.concurrency,
+        tasks,
+    );
 }
 
-async fn wait(mut tasks: JoinSet<()>, mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+async fn wait(mut tasks: Tasks) {
+    let _ = tasks.shutdown.wait_for(|stop| *stop).await;
     // Give sessions and stages a moment to settle their current work.
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while tasks.join_next().await.is_some() {}
+        while tasks.set.join_next().await.is_some() {}
     })
     .await;
 }
@@ -153,23 +275,19 @@ async fn wait(mut tasks: JoinSet<()>, mut shutdown: watch::Receiver<bool>) {
 /// `pampa up`: every role in one process.
 pub async fn up(config: Config) -> Result<()> {
     let backends = open_backends(&config).await?;
-    let shutdown = shutdown_signal();
-    let mut tasks = JoinSet::new();
-    let ingest = start_ingest(&config, &backends, &mut tasks, &shutdown).await?;
-    start_deliver(&config, &backends, &mut tasks, &shutdown);
-    start_metrics(
-        &config,
-        &backends,
-        Some(ingest.clone()),
-        &mut tasks,
-        &shutdown,
-    )
-    .await?;
+    let mut tasks = Tasks::new();
+    for stage in &config.pipeline.stages {
+        start_stage(&config, &backends, *stage, &mut tasks).await?;
+    }
+    start_deliver(&config, &backends, &mut tasks);
+    let ingest = start_ingest(&config, &backends, &mut tasks).await?;
+    start_metrics(&config, &backends, Some(ingest.clone()), &mut tasks).await?;
 
     let log_where = match &backends.log {
         EventLog::Embedded(_) => format!("embedded, in {}", config.data_dir.join("log").display()),
         EventLog::JetStream(_) => format!("NATS JetStream at {}", config.bus.url),
     };
+    let stages: Vec<&str> = config.pipeline.stages.iter().map(|s| s.as_str()).collect();
     println!("pampa is up.");
     println!(
         "  SMTP       listening on {} ({})",
@@ -178,6 +296,14 @@ pub async fn up(config: Config) -> Result<()> {
             "STARTTLS offered"
         } else {
             "no TLS certificate configured"
+        }
+    );
+    println!(
+        "  stages     {}",
+        if stages.is_empty() {
+            "none".to_owned()
+        } else {
+            stages.join(" -> ")
         }
     );
     println!(
@@ -195,7 +321,7 @@ pub async fn up(config: Config) -> Result<()> {
         println!("  pampa domain add example.org");
         println!("  pampa user add alice@example.org --password secret");
     }
-    wait(tasks, shutdown).await;
+    wait(tasks).await;
     Ok(())
 }
 
@@ -207,18 +333,24 @@ pub async fn run(config: Config, role: Role) -> Result<()> {
             "The embedded log serves one process; several `pampa run` processes need NATS."
         );
     }
-    let shutdown = shutdown_signal();
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::new();
     let ingest = match role {
-        Role::Ingest => Some(start_ingest(&config, &backends, &mut tasks, &shutdown).await?),
+        Role::Ingest => Some(start_ingest(&config, &backends, &mut tasks).await?),
         Role::Deliver => {
-            start_deliver(&config, &backends, &mut tasks, &shutdown);
+            start_deliver(&config, &backends, &mut tasks);
+            None
+        }
+        stage => {
+            let name = stage
+                .stage()
+                .ok_or_else(|| anyhow!("{role:?} is not a stage"))?;
+            start_stage(&config, &backends, name, &mut tasks).await?;
             None
         }
     };
-    start_metrics(&config, &backends, ingest, &mut tasks, &shutdown).await?;
+    start_metrics(&config, &backends, ingest, &mut tasks).await?;
     tracing::info!(role = ?role, "Role is running.");
-    wait(tasks, shutdown).await;
+    wait(tasks).await;
     Ok(())
 }
 

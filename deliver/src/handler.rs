@@ -1,16 +1,16 @@
-//! The deliver stage: `mail.received` in, copies written, `mail.delivered` out.
+//! The deliver stage: the last stage's event in, copies written, `mail.delivered` out.
 
 use std::path::PathBuf;
 
-use pampa_bus::{BusError, EventLog};
-use pampa_bus::{Handler, HandlerError, OutgoingEvent, StoredEvent};
+use pampa_bus::{BusError, EventLog, Handler, HandlerError, OutgoingEvent, StoredEvent};
 use pampa_directory::{Address, Directory};
 use pampa_schemas::{
-    decode, derive_id, subjects, DeliveryOutcome, Envelope, MailDelivered, MailReceived,
-    RecipientDelivery,
+    decode, decode_head, derive_id, subjects, Decision, DeliveryOutcome, Disposition, Envelope,
+    Event, MailAnalysis, MailDelivered, MailReceived, RecipientDelivery,
 };
 
 use crate::{
+    headers::{spam_headers, strip_spam_headers},
     maildir::{to_lf, Maildir, Written},
     metrics,
 };
@@ -80,6 +80,42 @@ impl Deliver {
             },
         })
     }
+
+    /// Writes one copy; returns where it went and how.
+    async fn write_copy(
+        &self,
+        recipient: &str,
+        name: &str,
+        folder: &'static str,
+        body: Vec<u8>,
+        check_first: bool,
+    ) -> Result<(String, DeliveryOutcome), HandlerError> {
+        let maildir = match self.maildir_of(recipient).await? {
+            Ok(maildir) => maildir,
+            Err(reason) => return Ok((String::new(), DeliveryOutcome::Failed { reason })),
+        };
+        let name = name.to_owned();
+        let written =
+            tokio::task::spawn_blocking(move || maildir.write(folder, &name, &body, check_first))
+                .await
+                .map_err(transient)?
+                .map_err(|e| transient(format!("cannot write the copy for {recipient}: {e}")))?;
+        Ok(match written {
+            Written::New(path) => (path.display().to_string(), DeliveryOutcome::Delivered),
+            Written::AlreadyThere(path) => (
+                path.display().to_string(),
+                DeliveryOutcome::AlreadyDelivered,
+            ),
+        })
+    }
+}
+
+/// The inbox, for mail that no stage judged (no `score` in the pipeline).
+fn unjudged() -> Decision {
+    Decision {
+        disposition: Disposition::Inbox,
+        reason: "not scored".to_owned(),
+    }
 }
 
 impl Handler for Deliver {
@@ -92,63 +128,82 @@ impl Handler for Deliver {
         event: &StoredEvent,
         attempt: u32,
     ) -> Result<Vec<OutgoingEvent>, HandlerError> {
-        let received: Envelope<MailReceived> = decode(&event.payload).map_err(permanent)?;
-        let span = tracing::debug_span!("deliver", message_id = %received.payload.message_id, event_id = %received.id);
+        let head = decode_head(&event.payload).map_err(permanent)?;
+        let analysis = if head.event_type == MailReceived::EVENT_TYPE {
+            MailAnalysis::start(
+                decode::<MailReceived>(&event.payload)
+                    .map_err(permanent)?
+                    .payload,
+            )
+        } else {
+            decode::<MailAnalysis>(&event.payload)
+                .map_err(permanent)?
+                .payload
+        };
+        let message_id = analysis.received.message_id.clone();
+        let span = tracing::debug_span!("deliver", message_id = %message_id, event_id = %head.id);
         let _enter = span.enter();
-        let body = match self.log.get_blob(&received.payload.blob).await {
+        let body = match self.log.get_blob(&analysis.received.blob).await {
             Ok(body) => body,
             Err(e @ (BusError::BlobMissing(_) | BusError::BlobCorrupt { .. })) => {
                 return Err(permanent(e))
             }
             Err(e) => return Err(transient(e)),
         };
-        let body = to_lf(&body);
+        // Only a scored message gets pampa's verdict headers, and then nobody else's.
+        let scored = analysis.score.is_some();
+        let body = if scored {
+            strip_spam_headers(&to_lf(&body))
+        } else {
+            to_lf(&body)
+        };
         // On a first try nothing can exist yet; on any later try (or a dead-letter retry)
         // an earlier try may have written some copies before it failed.
         let check_first = attempt > 1 || event.header(subjects::HEADER_RETRY).is_some();
-        let secs = received.payload.received_at.timestamp();
-        let mut deliveries = Vec::with_capacity(received.payload.recipients.len());
-        for recipient in &received.payload.recipients {
-            let name = format!(
-                "{secs}.M{}.{}",
-                derive_id(&received.payload.message_id, recipient).replace('-', ""),
-                self.hostname
-            );
-            let folder = "INBOX";
-            let (location, outcome) = match self.maildir_of(recipient).await? {
-                Err(reason) => (String::new(), DeliveryOutcome::Failed { reason }),
-                Ok(maildir) => {
-                    let body = body.clone();
-                    let name = name.clone();
-                    let written = tokio::task::spawn_blocking(move || {
-                        maildir.write(folder, &name, &body, check_first)
-                    })
-                    .await
-                    .map_err(transient)?
-                    .map_err(|e| {
-                        transient(format!("cannot write the copy for {recipient}: {e}"))
-                    })?;
-                    match written {
-                        Written::New(path) => {
-                            (path.display().to_string(), DeliveryOutcome::Delivered)
-                        }
-                        Written::AlreadyThere(path) => (
-                            path.display().to_string(),
-                            DeliveryOutcome::AlreadyDelivered,
-                        ),
-                    }
+        let secs = analysis.received.received_at.timestamp();
+        let mut deliveries = Vec::with_capacity(analysis.recipients.len());
+        for recipient in &analysis.recipients {
+            let address = &recipient.address;
+            let decision = recipient.decision.clone().unwrap_or_else(unjudged);
+            let (folder, location, outcome) = match decision.disposition.folder() {
+                None => (
+                    "",
+                    String::new(),
+                    DeliveryOutcome::Discarded {
+                        reason: decision.reason.clone(),
+                    },
+                ),
+                Some(folder) => {
+                    let name = format!(
+                        "{secs}.M{}.{}",
+                        derive_id(&message_id, address).replace('-', ""),
+                        self.hostname
+                    );
+                    let copy = if scored {
+                        let mut copy = spam_headers(&analysis, recipient, &decision).into_bytes();
+                        copy.extend_from_slice(&body);
+                        copy
+                    } else {
+                        body.clone()
+                    };
+                    let (location, outcome) = self
+                        .write_copy(address, &name, folder, copy, check_first)
+                        .await?;
+                    (folder, location, outcome)
                 }
             };
             let label = match &outcome {
                 DeliveryOutcome::Delivered => "delivered",
                 DeliveryOutcome::AlreadyDelivered => "already_delivered",
+                DeliveryOutcome::Discarded { .. } => "discarded",
                 DeliveryOutcome::Failed { .. } => "failed",
             };
-            ::metrics::counter!(metrics::COPIES_TOTAL, "store" => "maildir", "folder" => folder, "outcome" => label)
+            let folder_label = if folder.is_empty() { "none" } else { folder };
+            ::metrics::counter!(metrics::COPIES_TOTAL, "store" => "maildir", "folder" => folder_label, "outcome" => label)
                 .increment(1);
-            tracing::debug!(recipient, outcome = label, "Copy handled.");
+            tracing::debug!(recipient = %address, outcome = label, reason = %decision.reason, "Copy handled.");
             deliveries.push(RecipientDelivery {
-                recipient: recipient.clone(),
+                recipient: address.clone(),
                 store: MAILDIR_STORE.to_owned(),
                 folder: folder.to_owned(),
                 location,
@@ -156,10 +211,10 @@ impl Handler for Deliver {
             });
         }
         let delivered = Envelope::caused_by(
-            &received,
+            &head,
             "deliver",
             MailDelivered {
-                message_id: received.payload.message_id.clone(),
+                message_id,
                 deliveries,
             },
         );

@@ -1,5 +1,6 @@
-//! deliver: writes each recipient's copy of a message to that user's mailbox store, then
-//! publishes `mail.delivered`.
+//! deliver: writes each recipient's copy of a message to that user's mailbox store, in the
+//! folder its decision names (inbox, `.Spam`, `.Quarantine`; a discard writes nothing),
+//! then publishes `mail.delivered`, which records every copy and every discard.
 //!
 //! Delivery is idempotent per (message, recipient, store): a copy's file name is derived
 //! from the message id and the recipient, and on any try after the first the store is
@@ -8,11 +9,13 @@
 //!
 //! # Layout
 //! - [`maildir`]: the Maildir++ store (write to `tmp/`, fsync, link into `new/`, fsync).
+//! - [`headers`]: the `X-Spam-*` headers on each copy, and removing forged ones.
 //! - `handler`: the stage that reads `mail.received` and drives the stores.
 //! - [`metrics`]: metric names.
 #![warn(missing_docs)]
 
 mod handler;
+pub mod headers;
 pub mod maildir;
 pub mod metrics;
 

@@ -1,5 +1,5 @@
 //! Metric names of deliver (DESIGN.md §6).
 
 /// Counter: recipient copies by `store`, `folder` and `outcome`
-/// (`delivered`, `already_delivered`, `failed`).
+/// (`delivered`, `already_delivered`, `discarded`, `failed`); `folder` is `none` for a discard.
 pub const COPIES_TOTAL: &str = "pampa_deliver_copies_total";

@@ -8,14 +8,18 @@
 //! - [`error`]: [`DirectoryError`].
 //! - [`address`]: parsing and normalising mail addresses.
 //! - `store`: [`Directory`], the connection, migrations and queries.
+//! - [`lists`]: allow and block lists (per user and global), the address book, and the
+//!   one lookup the `whitelist` stage makes per recipient.
 //! - `password`: argon2 hashing.
 #![warn(missing_docs)]
 
 pub mod address;
 mod error;
+pub mod lists;
 mod password;
 mod store;
 
 pub use address::Address;
 pub use error::DirectoryError;
+pub use lists::{Contact, ImportReport, ListEntry, ListKind, ListMatch, ListPattern, ListScope};
 pub use store::{Backend, Directory, SpamLevel, User};

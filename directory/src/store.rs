@@ -68,7 +68,7 @@ pub struct User {
 /// The directory on one SQL backend. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Directory {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 
@@ -97,14 +97,14 @@ fn level_from_row(row: &AnyRow) -> Result<SpamLevel, sqlx::Error> {
     })
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
@@ -161,7 +161,7 @@ impl Directory {
 
     /// Queries are written with `$1` placeholders, which SQLite and PostgreSQL take;
     /// MySQL wants `?`. Every query binds its parameters in `$1, $2, …` order.
-    fn sql<'a>(&self, query: &'a str) -> Cow<'a, str> {
+    pub(crate) fn sql<'a>(&self, query: &'a str) -> Cow<'a, str> {
         if self.backend != Backend::MySql {
             return Cow::Borrowed(query);
         }

@@ -7,8 +7,8 @@ use std::{net::SocketAddr, sync::Arc};
 
 use chrono::Utc;
 use pampa_bus::OutgoingEvent;
-use pampa_directory::{Address, DirectoryError};
-use pampa_schemas::{new_id, ClientInfo, Envelope, MailReceived};
+use pampa_directory::{Address, DirectoryError, User};
+use pampa_schemas::{new_id, ClientInfo, Envelope, LevelSnapshot, MailReceived, RecipientLevel};
 use smtp_proto::{
     request::receiver::{DataReceiver, DummyDataReceiver},
     EhloResponse, Error as ParseError, Request, EXT_8BIT_MIME, EXT_ENHANCED_STATUS_CODES,
@@ -33,6 +33,8 @@ type Outcome = &'static str;
 struct Transaction {
     mail_from: String,
     recipients: Vec<String>,
+    /// Each recipient's spam level at RCPT time, recorded in the event for replay.
+    levels: Vec<RecipientLevel>,
 }
 
 pub(crate) struct Session {
@@ -359,6 +361,7 @@ impl Session {
         self.transaction = Some(Transaction {
             mail_from,
             recipients: Vec::new(),
+            levels: Vec::new(),
         });
         self.reply(250, "2.1.0", "Ok");
         Next::Continue
@@ -376,10 +379,18 @@ impl Session {
             return self.error(501, "5.1.3", "Bad recipient address syntax");
         };
         match self.resolve(&address).await {
-            Ok(Some(mailbox)) => {
+            Ok(Some(user)) => {
                 if let Some(transaction) = self.transaction.as_mut() {
-                    if !transaction.recipients.contains(&mailbox) {
-                        transaction.recipients.push(mailbox);
+                    if !transaction.recipients.contains(&user.address) {
+                        transaction.levels.push(RecipientLevel {
+                            address: user.address.clone(),
+                            level: LevelSnapshot {
+                                name: user.level.name,
+                                cut: user.level.cut,
+                                discard: user.level.discard,
+                            },
+                        });
+                        transaction.recipients.push(user.address);
                     }
                 }
                 self.reply(250, "2.1.5", "Ok");
@@ -420,23 +431,17 @@ impl Session {
         }
     }
 
-    /// The mailbox an address delivers to: the user itself, or the user of `user+detail`.
-    async fn resolve(&self, address: &Address) -> Result<Option<String>, DirectoryError> {
+    /// The user an address delivers to: the user itself, or the user of `user+detail`.
+    async fn resolve(&self, address: &Address) -> Result<Option<User>, DirectoryError> {
         let directory = &self.shared.directory;
         if let Some(user) = directory.find_user(address).await? {
-            return Ok(Some(user.address));
+            return Ok(Some(user));
         }
-        if let Some(base) = self
-            .shared
-            .config
-            .recipient_delimiter
-            .and_then(|d| address.without_detail(d))
-        {
-            if let Some(user) = directory.find_user(&base).await? {
-                return Ok(Some(user.address));
-            }
+        let delimiter = self.shared.config.recipient_delimiter;
+        match delimiter.and_then(|d| address.without_detail(d)) {
+            Some(base) => directory.find_user(&base).await,
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     async fn is_local(&self, address: &Address) -> bool {
@@ -611,6 +616,7 @@ impl Session {
                     header_message_id: header_message_id(&data),
                     received_by: self.shared.config.hostname.clone(),
                     received_at: now,
+                    levels: transaction.levels,
                 },
             );
             let event = OutgoingEvent::from_envelope(&event).map_err(|e| e.to_string())?;

@@ -47,10 +47,13 @@ pub struct PipelineConfig {
     pub stages: Vec<StageName>,
 }
 
+/// Without a configuration, `antivirus` is left out: it needs a running clamd, and
+/// `pampa up` must work on a machine that has nothing else installed. Add it to
+/// `pipeline.stages` once `[stages.antivirus] clamd` points at one.
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            stages: vec![StageName::Rbl, StageName::Whitelist, StageName::Antivirus, StageName::Score],
+            stages: vec![StageName::Rbl, StageName::Whitelist, StageName::Score],
         }
     }
 }
@@ -63,7 +66,9 @@ impl PipelineConfig {
                 return Err(format!("pipeline.stages names {} twice", stage.as_str()));
             }
             if *stage == StageName::Score && i + 1 != self.stages.len() {
-                return Err("pipeline.stages: score decides, so it must be the last stage".to_owned());
+                return Err(
+                    "pipeline.stages: score decides, so it must be the last stage".to_owned(),
+                );
             }
         }
         Ok(())
@@ -72,12 +77,19 @@ impl PipelineConfig {
     /// The subject `stage` reads: the previous stage's output, or `mail.received`.
     pub fn input_of(&self, stage: StageName) -> Option<&'static str> {
         let at = self.stages.iter().position(|s| *s == stage)?;
-        Some(if at == 0 { "mail.received" } else { self.stages[at - 1].output() })
+        Some(if at == 0 {
+            "mail.received"
+        } else {
+            self.stages[at - 1].output()
+        })
     }
 
     /// The subject deliver reads: the last stage's output, or `mail.received`.
     pub fn deliver_input(&self) -> &'static str {
-        self.stages.last().map(|s| s.output()).unwrap_or("mail.received")
+        self.stages
+            .last()
+            .map(|s| s.output())
+            .unwrap_or("mail.received")
     }
 }
 
@@ -87,20 +99,29 @@ mod tests {
 
     #[test]
     fn subjects_chain_in_configured_order() {
-        let p = PipelineConfig { stages: vec![StageName::Whitelist, StageName::Rbl, StageName::Score] };
+        let p = PipelineConfig {
+            stages: vec![StageName::Whitelist, StageName::Rbl, StageName::Score],
+        };
         assert_eq!(p.input_of(StageName::Whitelist), Some("mail.received"));
         assert_eq!(p.input_of(StageName::Rbl), Some("mail.whitelist"));
         assert_eq!(p.input_of(StageName::Score), Some("mail.rbl"));
         assert_eq!(p.input_of(StageName::Antivirus), None);
         assert_eq!(p.deliver_input(), "mail.scored");
-        assert_eq!(PipelineConfig { stages: vec![] }.deliver_input(), "mail.received");
+        assert_eq!(
+            PipelineConfig { stages: vec![] }.deliver_input(),
+            "mail.received"
+        );
     }
 
     #[test]
     fn bad_orders_are_named() {
-        let twice = PipelineConfig { stages: vec![StageName::Rbl, StageName::Rbl] };
+        let twice = PipelineConfig {
+            stages: vec![StageName::Rbl, StageName::Rbl],
+        };
         assert!(twice.validate().unwrap_err().contains("rbl twice"));
-        let early = PipelineConfig { stages: vec![StageName::Score, StageName::Rbl] };
+        let early = PipelineConfig {
+            stages: vec![StageName::Score, StageName::Rbl],
+        };
         assert!(early.validate().unwrap_err().contains("last"));
         assert!(PipelineConfig::default().validate().is_ok());
     }

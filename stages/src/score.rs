@@ -22,7 +22,11 @@ pub struct ScoreConfig {
 /// The level used for a recipient whose level was not recorded (events from before
 /// levels were recorded): the seeded `normal` level.
 pub fn fallback_level() -> LevelSnapshot {
-    LevelSnapshot { name: "normal".to_owned(), cut: Some(5.0), discard: Some(12.0) }
+    LevelSnapshot {
+        name: "normal".to_owned(),
+        cut: Some(5.0),
+        discard: Some(12.0),
+    }
 }
 
 /// The score stage.
@@ -50,7 +54,9 @@ impl Score {
             .iter()
             .filter_map(|(pattern, weight)| {
                 let prefix = pattern.strip_suffix('*')?;
-                tag.name.starts_with(prefix).then_some((prefix.len(), *weight))
+                tag.name
+                    .starts_with(prefix)
+                    .then_some((prefix.len(), *weight))
             })
             .max_by_key(|(len, _)| *len)
             .map(|(_, weight)| weight)
@@ -60,14 +66,18 @@ impl Score {
     /// Scores an analysis and decides for each recipient. Pure, so replay can call it.
     pub fn verdict(&self, analysis: &MailAnalysis) -> Verdict {
         let score: f64 = analysis.tags.iter().map(|t| self.weight(t)).sum();
-        // Rounded as SpamAssassin reports it, so equal displays mean equal decisions.
-        let score = (score * 1000.0).round() / 1000.0;
+        // Rounded, so equal displays mean equal decisions; `+ 0.0` turns the -0.0 that an
+        // empty float sum starts from into 0.0.
+        let score = (score * 1000.0).round() / 1000.0 + 0.0;
         let decisions = analysis
             .recipients
             .iter()
             .map(|r| {
                 let level = r.level.clone().unwrap_or_else(fallback_level);
-                (r.address.clone(), decide(&analysis.tags, &r.tags, score, &level))
+                (
+                    r.address.clone(),
+                    decide(&analysis.tags, &r.tags, score, &level),
+                )
             })
             .collect();
         Verdict { score, decisions }
@@ -79,7 +89,10 @@ impl Stage for Score {
     const NEEDS_BODY: bool = false;
 
     async fn process(&self, analysis: &MailAnalysis, _body: &Body) -> Result<Findings, StageError> {
-        Ok(Findings { verdict: Some(self.verdict(analysis)), ..Findings::default() })
+        Ok(Findings {
+            verdict: Some(self.verdict(analysis)),
+            ..Findings::default()
+        })
     }
 }
 
@@ -91,10 +104,18 @@ mod tests {
     fn analysis(levels: &[(&str, Option<f64>, Option<f64>)]) -> MailAnalysis {
         let received = MailReceived {
             message_id: "m".into(),
-            client: pampa_schemas::ClientInfo { ip: "192.0.2.1".into(), helo: "h".into(), tls: false },
+            client: pampa_schemas::ClientInfo {
+                ip: "192.0.2.1".into(),
+                helo: "h".into(),
+                tls: false,
+            },
             mail_from: "s@example.net".into(),
             recipients: levels.iter().map(|(a, _, _)| a.to_string()).collect(),
-            blob: pampa_schemas::BlobRef { key: "m".into(), size: 0, sha256: String::new() },
+            blob: pampa_schemas::BlobRef {
+                key: "m".into(),
+                size: 0,
+                sha256: String::new(),
+            },
             header_message_id: None,
             received_by: "mx".into(),
             received_at: chrono::Utc::now(),
@@ -102,7 +123,11 @@ mod tests {
                 .iter()
                 .map(|(a, cut, discard)| pampa_schemas::RecipientLevel {
                     address: a.to_string(),
-                    level: LevelSnapshot { name: "x".into(), cut: *cut, discard: *discard },
+                    level: LevelSnapshot {
+                        name: "x".into(),
+                        cut: *cut,
+                        discard: *discard,
+                    },
                 })
                 .collect(),
         };
@@ -116,7 +141,11 @@ mod tests {
         tags.insert("VIRUS:*".to_owned(), 0.5);
         let score = Score::new(ScoreConfig { tags });
         let mut a = analysis(&[("strict@x", Some(3.0), Some(8.0)), ("off@x", None, None)]);
-        a.tags.push(Tag { name: "RBL_TEST".into(), evidence: "127.0.0.2".into(), weight: Some(4.0) });
+        a.tags.push(Tag {
+            name: "RBL_TEST".into(),
+            evidence: "127.0.0.2".into(),
+            weight: Some(4.0),
+        });
         a.tags.push(Tag::new("SUBJ_ALL_CAPS", ""));
         a.tags.push(Tag::new("UNKNOWN_TAG", ""));
         let verdict = score.verdict(&a);

@@ -83,7 +83,11 @@ fn permanent(e: impl std::fmt::Display) -> HandlerError {
 impl<S: Stage> StageHandler<S> {
     /// Runs `stage`, publishing its results as `output` (an event type such as `mail.rbl`).
     pub fn new(stage: S, log: EventLog, output: &str) -> Self {
-        StageHandler { stage, log, output: output.to_owned() }
+        StageHandler {
+            stage,
+            log,
+            output: output.to_owned(),
+        }
     }
 
     /// The stage.
@@ -99,7 +103,11 @@ pub fn merge(analysis: &mut MailAnalysis, stage: &str, findings: Findings) {
     }
     analysis.tags.extend(findings.tags);
     for (address, tag) in findings.recipient_tags {
-        if let Some(recipient) = analysis.recipients.iter_mut().find(|r| r.address == address) {
+        if let Some(recipient) = analysis
+            .recipients
+            .iter_mut()
+            .find(|r| r.address == address)
+        {
             count_tag(stage, &tag);
             recipient.tags.push(tag);
         }
@@ -107,7 +115,11 @@ pub fn merge(analysis: &mut MailAnalysis, stage: &str, findings: Findings) {
     if let Some(verdict) = findings.verdict {
         analysis.score = Some(verdict.score);
         for (address, decision) in verdict.decisions {
-            if let Some(recipient) = analysis.recipients.iter_mut().find(|r| r.address == address) {
+            if let Some(recipient) = analysis
+                .recipients
+                .iter_mut()
+                .find(|r| r.address == address)
+            {
                 ::metrics::counter!(metrics::DECISIONS_TOTAL, "disposition" => decision.disposition.as_str())
                     .increment(1);
                 recipient.decision = Some(decision);
@@ -118,8 +130,13 @@ pub fn merge(analysis: &mut MailAnalysis, stage: &str, findings: Findings) {
 }
 
 fn count_tag(stage: &str, tag: &Tag) {
-    let name = if tag.is_virus() { "VIRUS".to_owned() } else { tag.name.clone() };
-    ::metrics::counter!(metrics::STAGE_TAGS_TOTAL, "stage" => stage.to_owned(), "tag" => name).increment(1);
+    let name = if tag.is_virus() {
+        "VIRUS".to_owned()
+    } else {
+        tag.name.clone()
+    };
+    ::metrics::counter!(metrics::STAGE_TAGS_TOTAL, "stage" => stage.to_owned(), "tag" => name)
+        .increment(1);
 }
 
 impl<S: Stage> Handler for StageHandler<S> {
@@ -127,19 +144,31 @@ impl<S: Stage> Handler for StageHandler<S> {
         S::NAME
     }
 
-    async fn process(&self, event: &StoredEvent, _attempt: u32) -> Result<Vec<OutgoingEvent>, HandlerError> {
+    async fn process(
+        &self,
+        event: &StoredEvent,
+        _attempt: u32,
+    ) -> Result<Vec<OutgoingEvent>, HandlerError> {
         let head = decode_head(&event.payload).map_err(permanent)?;
         let mut analysis = if head.event_type == MailReceived::EVENT_TYPE {
-            MailAnalysis::start(decode::<MailReceived>(&event.payload).map_err(permanent)?.payload)
+            MailAnalysis::start(
+                decode::<MailReceived>(&event.payload)
+                    .map_err(permanent)?
+                    .payload,
+            )
         } else {
-            decode::<MailAnalysis>(&event.payload).map_err(permanent)?.payload
+            decode::<MailAnalysis>(&event.payload)
+                .map_err(permanent)?
+                .payload
         };
         let span = tracing::debug_span!("stage", stage = S::NAME, message_id = %analysis.received.message_id, event_id = %head.id);
         let _enter = span.enter();
         let body = if S::NEEDS_BODY {
             match self.log.get_blob(&analysis.received.blob).await {
                 Ok(raw) => Body::new(raw),
-                Err(e @ (BusError::BlobMissing(_) | BusError::BlobCorrupt { .. })) => return Err(permanent(e)),
+                Err(e @ (BusError::BlobMissing(_) | BusError::BlobCorrupt { .. })) => {
+                    return Err(permanent(e))
+                }
                 Err(e) => return Err(HandlerError::Transient(e.to_string().into())),
             }
         } else {

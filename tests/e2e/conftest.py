@@ -22,7 +22,10 @@ import shutil
 import signal
 import smtplib
 import socket
+import struct
 import subprocess
+import tempfile
+import textwrap
 import time
 import urllib.error
 import urllib.parse
@@ -34,6 +37,7 @@ from typing import Any, Callable, Iterable
 import pytest
 
 LOCALHOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 60.0
 DELIVERY_TIMEOUT = 30.0
 CLI_TIMEOUT = 60.0
@@ -321,6 +325,9 @@ class Pampa:
         self.bus_conf: dict[str, Any] = {"url": bus_url, **(bus or {})}
         self.db_conf: dict[str, Any] = {"url": db_url} if db_url else {}
         self.smtp_conf: dict[str, Any] = {"listen": f"{LOCALHOST}:{self.smtp_port}", "hostname": "mx.test"}
+        # Raw TOML appended to the file, for sections the helpers above don't model
+        # ([pipeline], [stages.*] with arrays of tables and floats).
+        self.extra_toml = ""
         self.configure(smtp=smtp)
 
     def configure(self, smtp: dict[str, Any] | None = None, bus: dict[str, Any] | None = None) -> None:
@@ -333,7 +340,13 @@ class Pampa:
             "smtp": self.smtp_conf,
             "metrics": {"listen": self.metrics_listen},
         }
-        self.config_path.write_text(toml_document({"data_dir": str(self.data_dir)}, sections))
+        text = toml_document({"data_dir": str(self.data_dir)}, sections)
+        self.config_path.write_text(text + ("\n" + self.extra_toml if self.extra_toml else ""))
+
+    def add_toml(self, text: str) -> None:
+        """Appends raw TOML to the config (takes effect at the next start)."""
+        self.extra_toml += textwrap.dedent(text).strip() + "\n"
+        self.configure()
 
     @property
     def metrics_listen(self) -> str:
@@ -524,6 +537,103 @@ def assert_delivered_verbatim(path: Path, sent: bytes) -> None:
 # ---------------------------------------------------------------- harness --
 
 
+class Rbldnsd:
+    """rbldnsd (Debian's package) serving DNSBL zones on 127.0.0.1:PORT over UDP.
+
+    rbldnsd refuses to run as root, so it runs as nobody, from a world-readable
+    directory outside pytest's private tmp tree.
+    """
+
+    binary = os.environ.get("PAMPA_RBLDNSD", "/usr/sbin/rbldnsd")
+
+    def __init__(self, zones: dict[str, tuple[str, str]]):
+        self.dir = Path(tempfile.mkdtemp(prefix="pampa-rbldnsd-"))
+        os.chmod(self.dir, 0o755)
+        self.port = free_port()
+        self.args = []
+        for i, (zone, (kind, text)) in enumerate(zones.items()):
+            name = f"zone{i}.txt"
+            (self.dir / name).write_text(textwrap.dedent(text))
+            os.chmod(self.dir / name, 0o644)
+            self.args.append(f"{zone}:{kind}:{name}")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{LOCALHOST}:{self.port}"
+
+    def start(self) -> None:
+        if not Path(self.binary).exists():
+            raise AssertionError(f"{self.binary} is missing (ops/test.sh installs rbldnsd)")
+        self.proc = subprocess.Popen(
+            [self.binary, "-n", "-u", "nobody", "-b", f"{LOCALHOST}/{self.port}", "-r", str(self.dir), *self.args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        first_zone = self.args[0].split(":")[0]
+        wait_for(lambda: self.query_a(f"2.0.0.127.{first_zone}") is not None, 20, "rbldnsd to answer")
+
+    def query_a(self, name: str) -> int | None:
+        """The DNS rcode of an A query, or None when nothing answers."""
+        header = struct.pack(">HHHHHH", 0x5A5A, 0x0100, 1, 0, 0, 0)
+        qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.5)
+            try:
+                sock.sendto(header + qname + struct.pack(">HH", 1, 1), (LOCALHOST, self.port))
+                data = sock.recv(512)
+            except OSError:
+                return None
+        return data[3] & 0x0F
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Clamd:
+    """clamd (Debian's clamav-daemon) with the project's test signature database."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.port = free_port()
+        self.db = Path(os.environ.get("PAMPA_CLAMAV_TEST_DB", REPO / "ops/clamav/testdb"))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"tcp://{LOCALHOST}:{self.port}"
+
+    def start(self) -> None:
+        script = REPO / "ops/clamav/start-clamd.sh"
+        self.log = open(self.dir / "clamd.out", "ab")
+        self.proc = subprocess.Popen(
+            ["bash", str(script), str(self.db), str(self.port), str(self.dir)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self.ping, 120, f"clamd to answer PING on {self.port}", 0.2)
+
+    def ping(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"clamd exited with {self.proc.returncode}: {log_tail(self.dir / 'clamd.out')}")
+        try:
+            with socket.create_connection((LOCALHOST, self.port), timeout=1) as sock:
+                sock.sendall(b"zPING\0")
+                return sock.recv(16).startswith(b"PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
 class Harness:
     """Owns everything a test starts, and tears it down in reverse order."""
 
@@ -567,6 +677,20 @@ class Harness:
         name = f"pampa_e2e_{uuid.uuid4().hex[:12]}"
         self._stack.callback(_psql, base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         return f"{base.rstrip('/')}/{name}"
+
+    def rbldnsd(self, zones: dict[str, tuple[str, str]]) -> "Rbldnsd":
+        """A real rbldnsd on a free loopback port; zones: name -> (dataset type, file text)."""
+        server = Rbldnsd(zones)
+        self._stack.callback(server.stop)
+        server.start()
+        return server
+
+    def clamd(self) -> "Clamd":
+        """A real clamd with the project's test signatures, on a free loopback port."""
+        server = Clamd(self._subdir("clamd"))
+        self._stack.callback(server.stop)
+        server.start()
+        return server
 
     def pampa(self, **kwargs: Any) -> Pampa:
         """A configured (not started) pampa instance; see Pampa for the arguments."""

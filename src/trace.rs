@@ -1,0 +1,136 @@
+//! `pampa trace MESSAGE-ID`: one message's whole history, read back from the event log.
+
+use anyhow::{bail, Context, Result};
+use pampa_bus::{EventLog, StoredEvent};
+use pampa_schemas::{decode, subjects, DeliveryOutcome, MailAnalysis, MailDelivered, MailReceived};
+use serde_json::{json, Value};
+
+use crate::{config::Config, table};
+
+/// Where to start reading: message ids are UUIDv7, which carry their creation time, so
+/// the log is read from a minute before it instead of from the beginning.
+fn start_of(message_id: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    let id = uuid::Uuid::parse_str(message_id).with_context(|| {
+        format!("{message_id:?} is not a pampa message id (the id in \"250 ... queued as ID\")")
+    })?;
+    let Some(ts) = id.get_timestamp() else {
+        bail!("{message_id} is not a time-ordered (v7) id, so it is not a pampa message id");
+    };
+    let (secs, nanos) = ts.to_unix();
+    let at = chrono::DateTime::from_timestamp(secs as i64, nanos).unwrap_or_default();
+    Ok(at - chrono::Duration::minutes(1))
+}
+
+/// One event as JSON: its envelope fields and its decoded payload.
+fn describe(event: &StoredEvent) -> Result<(Value, String)> {
+    let bytes = &event.payload;
+    let head = pampa_schemas::decode_head(bytes)?;
+    let (payload, details) = match head.event_type.as_str() {
+        "mail.received" => {
+            let p = decode::<MailReceived>(bytes)?.payload;
+            let details = format!(
+                "from <{}> to {} size {} client {}",
+                p.mail_from,
+                p.recipients.join(","),
+                p.blob.size,
+                p.client.ip
+            );
+            (serde_json::to_value(&p)?, details)
+        }
+        "mail.delivered" => {
+            let p = decode::<MailDelivered>(bytes)?.payload;
+            let details = p
+                .deliveries
+                .iter()
+                .map(|d| match &d.outcome {
+                    DeliveryOutcome::Delivered => {
+                        format!("{}: delivered to {}", d.recipient, d.folder)
+                    }
+                    DeliveryOutcome::AlreadyDelivered => {
+                        format!("{}: already in {}", d.recipient, d.folder)
+                    }
+                    DeliveryOutcome::Discarded { reason } => {
+                        format!("{}: discarded ({reason})", d.recipient)
+                    }
+                    DeliveryOutcome::Failed { reason } => {
+                        format!("{}: failed ({reason})", d.recipient)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            (serde_json::to_value(&p)?, details)
+        }
+        _ => {
+            let p = decode::<MailAnalysis>(bytes)?.payload;
+            let mut parts: Vec<String> = Vec::new();
+            let tags: Vec<&str> = p.tags.iter().map(|t| t.name.as_str()).collect();
+            parts.push(format!("tags [{}]", tags.join(",")));
+            if let Some(score) = p.score {
+                parts.push(format!("score {score:.1}"));
+            }
+            for r in &p.recipients {
+                let tags: Vec<&str> = r.tags.iter().map(|t| t.name.as_str()).collect();
+                let mut part = format!("{}", r.address);
+                if !tags.is_empty() {
+                    part.push_str(&format!(" [{}]", tags.join(",")));
+                }
+                if let Some(d) = &r.decision {
+                    part.push_str(&format!(" -> {} ({})", d.disposition.as_str(), d.reason));
+                }
+                parts.push(part);
+            }
+            // Drop the copy of mail.received each analysis carries; it is shown once.
+            let mut value = serde_json::to_value(&p)?;
+            if let Some(map) = value.as_object_mut() {
+                map.remove("received");
+            }
+            (value, parts.join("; "))
+        }
+    };
+    let value = json!({
+        "event_type": head.event_type,
+        "id": head.id,
+        "source": head.source,
+        "occurred_at": head.occurred_at,
+        "payload": payload,
+    });
+    Ok((value, details))
+}
+
+/// Prints every event of one message, in log order.
+pub async fn trace(config: &Config, message_id: &str, json: bool) -> Result<()> {
+    let since = start_of(message_id)?;
+    let log = EventLog::open_tool(&config.bus, &config.data_dir)
+        .await
+        .with_context(|| format!("cannot open the event log ({})", config.bus.url))?;
+    let events: Vec<StoredEvent> = log
+        .replay("mail.>", since)
+        .await?
+        .into_iter()
+        .filter(|e| e.header(subjects::HEADER_CORRELATION_ID) == Some(message_id))
+        .collect();
+    if events.is_empty() {
+        bail!("no events for message {message_id} (unknown id, or removed by retention)");
+    }
+    let mut values = Vec::new();
+    let mut rows = Vec::new();
+    for event in &events {
+        let (value, details) =
+            describe(event).with_context(|| format!("cannot decode event {}", event.id))?;
+        rows.push(vec![
+            event
+                .published_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            event.subject.clone(),
+            value["source"].as_str().unwrap_or("").to_owned(),
+            details,
+        ]);
+        values.push(value);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&values)?);
+    } else {
+        table::print(&["TIME", "EVENT", "SOURCE", "DETAILS"], &rows);
+    }
+    Ok(())
+}

@@ -1,0 +1,504 @@
+//! The rbl stage against a real rbldnsd (Debian's `rbldnsd`, which `ops/test.sh`
+//! installs), started on a free loopback port with zones written for each test.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
+    Unit,
+};
+use pampa_schemas::{BlobRef, ClientInfo, MailAnalysis, MailReceived, Tag};
+use pampa_stages::{
+    metrics::STAGE_ERRORS_TOTAL,
+    rbl::{ListConfig, ListKind, Rbl, RblConfig, LIST_DISABLED},
+    Body, Findings, Stage,
+};
+
+const RBLDNSD: &str = "/usr/sbin/rbldnsd";
+
+/// An IP list: the RFC 5782 test entry, a CIDR range with a hole, a second code, and
+/// an error code.
+const IP_ZONE: &str = "\
+:127.0.0.2:listed
+127.0.0.2
+10.9.0.0/16
+!10.9.1.1
+10.20.30.40 :127.0.0.4:code four
+10.66.0.1 :127.255.255.254:refused
+";
+
+/// IPv6 entries of the same zone.
+const IP6_ZONE: &str = "\
+:127.0.0.2:listed
+2001:db8:5::/48
+";
+
+/// A domain list: one domain, a domain with all its subdomains, the RFC 5782 test
+/// entry, and an IP-literal link's reversed address.
+const URI_ZONE: &str = "\
+:127.0.0.2:listed
+listed.example
+.spammy.test
+test
+1.2.0.192
+";
+
+/// Everything. ip4set refuses `0.0.0.0/0`, so the whole space is spelled as a range.
+const WORLD_ZONE: &str = "0.0.0.0-255.255.255.255\n";
+
+/// rbldnsd in the foreground, killed on drop.
+struct Rbldnsd {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Rbldnsd {
+    fn start() -> Rbldnsd {
+        assert!(
+            Path::new(RBLDNSD).exists(),
+            "{RBLDNSD} is missing: install Debian's rbldnsd package (ops/test.sh does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for (file, data) in [
+            ("ip.zone", IP_ZONE),
+            ("ip6.zone", IP6_ZONE),
+            ("uri.zone", URI_ZONE),
+            ("world.zone", WORLD_ZONE),
+        ] {
+            let path = dir.path().join(file);
+            fs::write(&path, data).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        // Run as root, rbldnsd drops to its own user before it reads the zones.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        // The port is free when asked, but another process may take it before rbldnsd
+        // binds; rbldnsd then exits at once, and we try another.
+        let log_path = dir.path().join("rbldnsd.log");
+        for _ in 0..5 {
+            let port = UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let log = fs::File::create(&log_path).unwrap();
+            let mut child = Command::new(RBLDNSD)
+                .args([
+                    "-n",
+                    "-c",
+                    "0",
+                    "-t",
+                    "5",
+                    "-b",
+                    &format!("127.0.0.1/{port}"),
+                    "-w",
+                ])
+                .arg(dir.path())
+                .args([
+                    "bl.test:ip4set:ip.zone",
+                    "bl.test:ip6trie:ip6.zone",
+                    "uri.test:dnset:uri.zone",
+                    "world.test:ip4set:world.zone",
+                ])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {RBLDNSD}: {e}"));
+            let up = wait_until_it_answers(&mut child, addr);
+            let log = || fs::read_to_string(&log_path).unwrap_or_default();
+            match up {
+                Up::Answering => {
+                    return Rbldnsd {
+                        child,
+                        addr,
+                        _dir: dir,
+                    }
+                }
+                Up::Exited => eprintln!("rbldnsd on port {port} exited at start:\n{}", log()),
+                Up::Silent => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "rbldnsd on port {port} did not answer within 10 s:\n{}",
+                        log()
+                    );
+                }
+            }
+        }
+        panic!("rbldnsd exited at start five times; see its logs above");
+    }
+}
+
+enum Up {
+    Answering,
+    Exited,
+    Silent,
+}
+
+/// Polls with a real query until rbldnsd answers it, or it exits, or 10 s pass.
+fn wait_until_it_answers(child: &mut Child, addr: SocketAddr) -> Up {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let query = a_query(0x5a5a, "2.0.0.127.bl.test");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Up::Exited;
+        }
+        let _ = socket.send_to(&query, addr);
+        if let Ok((len, _)) = socket.recv_from(&mut buf) {
+            // Our id, a response, rcode NOERROR, and an answer.
+            if len >= 12
+                && buf[..2] == [0x5a, 0x5a]
+                && buf[2] & 0x80 != 0
+                && buf[3] & 0x0f == 0
+                && buf[7] > 0
+            {
+                return Up::Answering;
+            }
+        }
+    }
+    Up::Silent
+}
+
+impl Drop for Rbldnsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A DNS query for the A record of `name`, written by hand so that waiting for the
+/// server does not depend on the resolver under test.
+fn a_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+// ------------------------------------------------------------------ metrics --
+
+/// Counters and gauges by `name{label="value",…}` (labels sorted).
+#[derive(Clone, Default)]
+struct Recorded(Arc<Mutex<BTreeMap<String, f64>>>);
+
+struct Slot {
+    key: String,
+    store: Recorded,
+}
+
+impl Slot {
+    fn update(&self, f: impl FnOnce(&mut f64)) {
+        f(self
+            .store
+            .0
+            .lock()
+            .unwrap()
+            .entry(self.key.clone())
+            .or_default());
+    }
+}
+
+impl CounterFn for Slot {
+    fn increment(&self, value: u64) {
+        self.update(|v| *v += value as f64);
+    }
+    fn absolute(&self, value: u64) {
+        self.update(|v| *v = value as f64);
+    }
+}
+
+impl GaugeFn for Slot {
+    fn increment(&self, value: f64) {
+        self.update(|v| *v += value);
+    }
+    fn decrement(&self, value: f64) {
+        self.update(|v| *v -= value);
+    }
+    fn set(&self, value: f64) {
+        self.update(|v| *v = value);
+    }
+}
+
+impl Recorded {
+    fn get(&self, key: &str) -> f64 {
+        self.0.lock().unwrap().get(key).copied().unwrap_or(0.0)
+    }
+
+    fn slot(&self, key: &Key) -> Arc<Slot> {
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}=\"{}\"", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        Arc::new(Slot {
+            key: format!("{}{{{}}}", key.name(), labels.join(",")),
+            store: self.clone(),
+        })
+    }
+}
+
+impl Recorder for Recorded {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.slot(key))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.slot(key))
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+/// Runs `f` on a single-threaded runtime with a recorder on this thread only (tests
+/// run in parallel), and returns what it recorded.
+fn run<T>(f: impl std::future::Future<Output = T>) -> (T, Recorded) {
+    let recorded = Recorded::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = metrics::with_local_recorder(&recorded, || runtime.block_on(f));
+    (out, recorded)
+}
+
+fn errors(kind: &str) -> String {
+    format!("{STAGE_ERRORS_TOTAL}{{kind=\"{kind}\",stage=\"rbl\"}}")
+}
+
+// ------------------------------------------------------------------ helpers --
+
+fn analysis(ip: &str) -> MailAnalysis {
+    MailAnalysis::start(MailReceived {
+        message_id: "m1".into(),
+        client: ClientInfo {
+            ip: ip.into(),
+            helo: "client.example".into(),
+            tls: false,
+        },
+        mail_from: "a@example.org".into(),
+        recipients: vec!["b@example.net".into()],
+        blob: BlobRef {
+            key: "m1".into(),
+            size: 0,
+            sha256: String::new(),
+        },
+        header_message_id: None,
+        received_by: "mx.example.net".into(),
+        received_at: Utc::now(),
+        levels: Vec::new(),
+    })
+}
+
+fn ip_list() -> ListConfig {
+    let mut list = ListConfig::new("bl.test", ListKind::Ip);
+    list.tag = Some("RBL_TEST".into());
+    list.weights.insert(Ipv4Addr::new(127, 0, 0, 2), 4.0);
+    list.weights.insert(Ipv4Addr::new(127, 0, 0, 4), 3.0);
+    list.errors = vec![Ipv4Addr::new(127, 255, 255, 254)];
+    list
+}
+
+fn uri_list() -> ListConfig {
+    let mut list = ListConfig::new("uri.test", ListKind::Uri);
+    list.weights.insert(Ipv4Addr::new(127, 0, 0, 2), 2.5);
+    list
+}
+
+fn stage(server: SocketAddr, lists: Vec<ListConfig>) -> Rbl {
+    Rbl::new(RblConfig {
+        resolver: Some(server),
+        timeout_ms: 1500,
+        lists,
+        ..RblConfig::default()
+    })
+    .unwrap()
+}
+
+async fn process(rbl: &Rbl, ip: &str, body: &str) -> Findings {
+    let raw = format!("From: a@example.org\r\nTo: b@example.net\r\nSubject: links\r\n\r\n{body}");
+    rbl.process(&analysis(ip), &Body::new(raw.into_bytes()))
+        .await
+        .unwrap()
+}
+
+fn rbl_tag(code: &str, ip: &str, weight: f64) -> Tag {
+    Tag {
+        name: "RBL_TEST".into(),
+        evidence: format!("{code} from bl.test for {ip}"),
+        weight: Some(weight),
+    }
+}
+
+// -------------------------------------------------------------------- tests --
+
+#[test]
+fn client_ips_are_tagged_with_the_weight_of_their_code() {
+    let server = Rbldnsd::start();
+    let (results, recorded) = run(async {
+        let rbl = stage(server.addr, vec![ip_list()]);
+        let mut results = Vec::new();
+        for ip in [
+            "127.0.0.2",
+            "127.0.0.1",
+            "10.9.5.5",
+            "10.9.1.1",
+            "10.20.30.40",
+            "10.66.0.1",
+            "2001:db8:5::25",
+            "2001:db8:6::1",
+        ] {
+            results.push((ip, process(&rbl, ip, "").await.tags));
+        }
+        (results, rbl.is_disabled("bl.test"))
+    });
+    let (results, disabled) = results;
+    let expected: [(&str, Vec<Tag>); 8] = [
+        ("127.0.0.2", vec![rbl_tag("127.0.0.2", "127.0.0.2", 4.0)]),
+        ("127.0.0.1", vec![]),
+        ("10.9.5.5", vec![rbl_tag("127.0.0.2", "10.9.5.5", 4.0)]),
+        // Excluded from the range.
+        ("10.9.1.1", vec![]),
+        (
+            "10.20.30.40",
+            vec![rbl_tag("127.0.0.4", "10.20.30.40", 3.0)],
+        ),
+        // An error code is no hit.
+        ("10.66.0.1", vec![]),
+        (
+            "2001:db8:5::25",
+            vec![rbl_tag("127.0.0.2", "2001:db8:5::25", 4.0)],
+        ),
+        ("2001:db8:6::1", vec![]),
+    ];
+    for ((ip, tags), (want_ip, want)) in results.iter().zip(expected.iter()) {
+        assert_eq!(ip, want_ip);
+        assert_eq!(tags, want, "client {ip}");
+    }
+    assert_eq!(disabled, Some(false));
+    assert_eq!(recorded.get(&errors("list_error_code")), 1.0);
+    assert_eq!(recorded.get(&errors("timeout")), 0.0);
+}
+
+#[test]
+fn body_domains_are_reduced_and_tagged() {
+    let server = Rbldnsd::start();
+    let (findings, _) = run(async {
+        let rbl = stage(server.addr, vec![uri_list()]);
+        let listed = process(
+            &rbl,
+            "192.0.2.99",
+            "Buy at http://www.shop.listed.example/now or\r\n\
+             <http://a.b.spammy.test/x>, see also http://clean.example/ and http://192.0.2.1/.\r\n",
+        )
+        .await;
+        let clean = process(
+            &rbl,
+            "192.0.2.99",
+            "Only http://www.clean.example/ here.\r\n",
+        )
+        .await;
+        (listed, clean)
+    });
+    let (listed, clean) = findings;
+    assert_eq!(
+        listed.tags,
+        [Tag {
+            name: "URIBL_URI_TEST".into(),
+            evidence: "127.0.0.2 from uri.test for listed.example, spammy.test, 192.0.2.1".into(),
+            weight: Some(2.5),
+        }]
+    );
+    assert_eq!(clean.tags, []);
+}
+
+#[test]
+fn a_zone_that_lists_the_world_is_disabled_and_tags_nothing() {
+    let server = Rbldnsd::start();
+    let mut world = ListConfig::new("world.test", ListKind::Ip);
+    world.tag = Some("RBL_WORLD".into());
+    let ((tags, world_disabled, bl_disabled), recorded) = run(async {
+        let rbl = stage(server.addr, vec![ip_list(), world]);
+        // No waiting for the probe first: the first message must already be safe.
+        let tags = process(&rbl, "127.0.0.2", "").await.tags;
+        (
+            tags,
+            rbl.is_disabled("world.test"),
+            rbl.is_disabled("bl.test"),
+        )
+    });
+    assert_eq!(tags, [rbl_tag("127.0.0.2", "127.0.0.2", 4.0)]);
+    assert_eq!(world_disabled, Some(true));
+    assert_eq!(bl_disabled, Some(false));
+    assert_eq!(
+        recorded.get(&format!("{LIST_DISABLED}{{list=\"world.test\"}}")),
+        1.0
+    );
+    assert_eq!(
+        recorded.get(&format!("{LIST_DISABLED}{{list=\"bl.test\"}}")),
+        0.0
+    );
+}
+
+#[test]
+fn a_black_holed_resolver_costs_a_timeout_and_no_tag() {
+    // Bound and never read: queries vanish, as when a resolver is down behind a
+    // firewall that drops packets.
+    let hole = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let timeout_ms = 300;
+    let ((tags, elapsed), recorded) = run(async {
+        let rbl = Rbl::new(RblConfig {
+            resolver: Some(hole.local_addr().unwrap()),
+            timeout_ms,
+            lists: vec![ip_list(), uri_list()],
+            ..RblConfig::default()
+        })
+        .unwrap();
+        let start = Instant::now();
+        let tags = process(&rbl, "127.0.0.2", "http://www.listed.example/\r\n")
+            .await
+            .tags;
+        (tags, start.elapsed())
+    });
+    assert_eq!(tags, []);
+    // The lookups and the first health probe run side by side, each bounded by the
+    // timeout; the margin is for a slow machine, not for a second round.
+    assert!(
+        elapsed < Duration::from_millis(2 * timeout_ms),
+        "took {elapsed:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(timeout_ms - 50),
+        "took only {elapsed:?}"
+    );
+    assert!(
+        recorded.get(&errors("timeout")) >= 2.0,
+        "{:?}",
+        recorded.0.lock().unwrap()
+    );
+    drop(hole);
+}
