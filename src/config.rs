@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use pampa_bus::BusConfig;
 use pampa_ingest::SmtpConfig;
 use pampa_stages::{
-    rbl::RblConfig, score::ScoreConfig, whitelist::WhitelistConfig, PipelineConfig,
+    antivirus::AntivirusConfig, rbl::RblConfig, score::ScoreConfig, whitelist::WhitelistConfig,
+    PipelineConfig,
 };
 use serde::Deserialize;
 
@@ -42,6 +43,8 @@ pub struct StagesConfig {
     pub rbl: RblConfig,
     /// `[stages.whitelist]`.
     pub whitelist: WhitelistConfig,
+    /// `[stages.antivirus]`.
+    pub antivirus: AntivirusConfig,
     /// `[stages.score]`.
     pub score: ScoreConfig,
 }
@@ -52,6 +55,7 @@ impl Default for StagesConfig {
             concurrency: 16,
             rbl: RblConfig::default(),
             whitelist: WhitelistConfig::default(),
+            antivirus: AntivirusConfig::default(),
             score: ScoreConfig::default(),
         }
     }

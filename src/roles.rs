@@ -9,7 +9,10 @@ use pampa_bus::{EventLog, Handler, Runner};
 use pampa_deliver::Deliver;
 use pampa_directory::Directory;
 use pampa_ingest::Ingest;
-use pampa_stages::{rbl::Rbl, score::Score, whitelist::Whitelist, Stage, StageHandler, StageName};
+use pampa_stages::{
+    antivirus::Antivirus, rbl::Rbl, score::Score, whitelist::Whitelist, Stage, StageHandler,
+    StageName,
+};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 use crate::{config::Config, http};
@@ -239,10 +242,17 @@ async fn start_stage(
                 Rbl::new(config.stages.rbl.clone()).context("cannot start the rbl stage")?;
             spawn_stage(config, backends, name, stage, tasks)
         }
-        StageName::Antivirus => Err(anyhow!(
-            "stage {} is not built yet; remove it from pipeline.stages",
-            name.as_str()
-        )),
+        StageName::Antivirus => {
+            let stage = Antivirus::new(config.stages.antivirus.clone())
+                .context("cannot start the antivirus stage")?;
+            // Mail waits (nothing is lost) while clamd is down; /readyz says why.
+            let probe = stage.clone();
+            tasks.probes.push(Arc::new(move || {
+                let probe = probe.clone();
+                Box::pin(async move { probe.ping().await.map_err(|e| format!("clamd: {e}")) })
+            }));
+            spawn_stage(config, backends, name, stage, tasks)
+        }
     }
 }
 

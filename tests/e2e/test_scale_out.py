@@ -30,12 +30,14 @@ def test_one_ingest_and_two_delivers_share_one_consumer(harness):
     nats = harness.nats()
     db = harness.mysql_url()
     ingest = harness.pampa(bus_url=nats.url, db_url=db)
+    # No stages: deliver reads mail.received itself (test_filtering covers the stages).
+    ingest.add_toml("[pipeline]\nstages = []\n")
     ingest.setup_users("example.org", "alice", "bob")
     deliverers = []
     for _ in range(2):
         d = harness.pampa(bus_url=nats.url, db_url=db)
         d.data_dir = ingest.data_dir  # the mail store is shared, as NFS or one host would be
-        d.configure()
+        d.add_toml("[pipeline]\nstages = []\n")
         deliverers.append(d)
 
     ingest.start("run", "ingest")
