@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pampa_bus::{EventLog, Handler, Runner};
 use pampa_deliver::Deliver;
 use pampa_directory::Directory;
@@ -72,7 +72,19 @@ impl Tasks {
 }
 
 async fn open_backends(config: &Config) -> Result<Backends> {
+    // Real histograms (not summaries), so durations can be aggregated across processes.
     let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".to_owned()),
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Suffix("_bytes".to_owned()),
+                &[1e3, 4e3, 16e3, 64e3, 256e3, 1e6, 4e6, 16e6, 64e6],
+            )
+        })
+        .context("bad histogram buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     std::fs::create_dir_all(&config.data_dir)
