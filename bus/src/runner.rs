@@ -35,6 +35,19 @@ pub enum HandlerError {
     Permanent(BoxError),
 }
 
+impl HandlerError {
+    /// The class of a failed body read: a body that retention removed or that does not
+    /// match its checksum will never be readable (permanent); anything else may pass.
+    pub fn from_blob(error: crate::BusError) -> Self {
+        match error {
+            e @ (crate::BusError::BlobMissing(_) | crate::BusError::BlobCorrupt { .. }) => {
+                HandlerError::Permanent(e.into())
+            }
+            e => HandlerError::Transient(e.into()),
+        }
+    }
+}
+
 /// One stage's work on one input.
 pub trait Handler: Send + Sync + 'static {
     /// Stable snake_case name: the durable consumer, the metric label, the dead-letter subject.

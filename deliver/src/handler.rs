@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use pampa_bus::{BusError, EventLog, Handler, HandlerError, OutgoingEvent, StoredEvent};
+use pampa_bus::{EventLog, Handler, HandlerError, OutgoingEvent, StoredEvent};
 use pampa_directory::{Address, Directory};
 use pampa_schemas::{
-    decode, decode_head, derive_id, subjects, Decision, DeliveryOutcome, Disposition, Envelope,
-    Event, MailAnalysis, MailDelivered, MailReceived, RecipientDelivery,
+    decode_analysis, derive_id, subjects, Decision, DeliveryOutcome, Disposition, Envelope,
+    MailDelivered, RecipientDelivery,
 };
 
 use crate::{
@@ -128,27 +128,13 @@ impl Handler for Deliver {
         event: &StoredEvent,
         attempt: u32,
     ) -> Result<Vec<OutgoingEvent>, HandlerError> {
-        let head = decode_head(&event.payload).map_err(permanent)?;
-        let analysis = if head.event_type == MailReceived::EVENT_TYPE {
-            MailAnalysis::start(
-                decode::<MailReceived>(&event.payload)
-                    .map_err(permanent)?
-                    .payload,
-            )
-        } else {
-            decode::<MailAnalysis>(&event.payload)
-                .map_err(permanent)?
-                .payload
-        };
+        let (head, analysis) = decode_analysis(&event.payload).map_err(permanent)?;
         let message_id = analysis.received.message_id.clone();
         let span = tracing::debug_span!("deliver", message_id = %message_id, event_id = %head.id);
         let _enter = span.enter();
         let body = match self.log.get_blob(&analysis.received.blob).await {
             Ok(body) => body,
-            Err(e @ (BusError::BlobMissing(_) | BusError::BlobCorrupt { .. })) => {
-                return Err(permanent(e))
-            }
-            Err(e) => return Err(transient(e)),
+            Err(e) => return Err(HandlerError::from_blob(e)),
         };
         // Only a scored message gets pampa's verdict headers, and then nobody else's.
         let scored = analysis.score.is_some();

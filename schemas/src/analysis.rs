@@ -221,6 +221,21 @@ impl MailAnalysis {
     }
 }
 
+/// Decodes the input of a stage or of deliver: a `mail.received` (which starts a fresh
+/// analysis) or an earlier stage's analysis. Returns the envelope head too, for deriving
+/// the next event from it.
+pub fn decode_analysis(
+    bytes: &[u8],
+) -> Result<(crate::EnvelopeHead, MailAnalysis), crate::CodecError> {
+    let head = crate::decode_head(bytes)?;
+    let analysis = if head.event_type == MailReceived::EVENT_TYPE {
+        MailAnalysis::start(crate::decode::<MailReceived>(bytes)?.payload)
+    } else {
+        crate::decode::<MailAnalysis>(bytes)?.payload
+    };
+    Ok((head, analysis))
+}
+
 /// The event types an analysis travels as: one per stage, named after it.
 pub const ANALYSIS_EVENT_TYPES: [&str; 4] = [
     "mail.rbl",

@@ -19,7 +19,8 @@ pub mod mail;
 pub mod subjects;
 
 pub use analysis::{
-    decide, Decision, Disposition, LevelSnapshot, MailAnalysis, RecipientAnalysis, Tag,
+    decide, decode_analysis, Decision, Disposition, LevelSnapshot, MailAnalysis, RecipientAnalysis,
+    Tag,
 };
 pub use codec::{decode, decode_head, encode, CodecError, EnvelopeHead};
 pub use envelope::{derive_id, new_id, Envelope, Event};

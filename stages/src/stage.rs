@@ -2,10 +2,8 @@
 
 use std::{future::Future, sync::Arc};
 
-use pampa_bus::{BusError, EventLog, Handler, HandlerError, OutgoingEvent, StoredEvent};
-use pampa_schemas::{
-    decode, decode_head, Decision, Envelope, Event, MailAnalysis, MailReceived, Tag,
-};
+use pampa_bus::{EventLog, Handler, HandlerError, OutgoingEvent, StoredEvent};
+use pampa_schemas::{decode_analysis, Decision, Envelope, MailAnalysis, Tag};
 
 use crate::metrics;
 
@@ -149,28 +147,12 @@ impl<S: Stage> Handler for StageHandler<S> {
         event: &StoredEvent,
         _attempt: u32,
     ) -> Result<Vec<OutgoingEvent>, HandlerError> {
-        let head = decode_head(&event.payload).map_err(permanent)?;
-        let mut analysis = if head.event_type == MailReceived::EVENT_TYPE {
-            MailAnalysis::start(
-                decode::<MailReceived>(&event.payload)
-                    .map_err(permanent)?
-                    .payload,
-            )
-        } else {
-            decode::<MailAnalysis>(&event.payload)
-                .map_err(permanent)?
-                .payload
-        };
+        let (head, mut analysis) = decode_analysis(&event.payload).map_err(permanent)?;
         let span = tracing::debug_span!("stage", stage = S::NAME, message_id = %analysis.received.message_id, event_id = %head.id);
         let _enter = span.enter();
         let body = if S::NEEDS_BODY {
-            match self.log.get_blob(&analysis.received.blob).await {
-                Ok(raw) => Body::new(raw),
-                Err(e @ (BusError::BlobMissing(_) | BusError::BlobCorrupt { .. })) => {
-                    return Err(permanent(e))
-                }
-                Err(e) => return Err(HandlerError::Transient(e.to_string().into())),
-            }
+            let raw = self.log.get_blob(&analysis.received.blob).await;
+            Body::new(raw.map_err(HandlerError::from_blob)?)
         } else {
             Body::default()
         };
