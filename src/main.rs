@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every role in this process (ingest and deliver) on the configured backends.
+    /// Run every role in this process (ingest, the configured stages, deliver).
     Up,
     /// Run one role, so several processes can share the work over NATS.
     Run {
