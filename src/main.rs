@@ -5,8 +5,10 @@ mod config;
 mod http;
 mod lists;
 mod roles;
+mod scoring;
 mod table;
 mod trace;
+mod train;
 
 use std::path::PathBuf;
 
@@ -62,6 +64,13 @@ enum Command {
         #[command(subcommand)]
         action: lists::AddressBookAction,
     },
+    /// Score messages with the rules and classifier, with no bus: every hit and the
+    /// disposition at each spam level.
+    Score(scoring::ScoreArgs),
+    /// Measure a labelled corpus: spam caught and ham lost at each spam level.
+    Eval(scoring::EvalArgs),
+    /// Train the statistical classifier from folders of ham and spam.
+    Train(train::TrainArgs),
     /// Inspect and re-queue dead letters.
     Dead {
         #[command(subcommand)]
@@ -109,5 +118,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::List { list } => lists::list(&config, list).await,
         Command::Addressbook { action } => lists::addressbook(&config, action).await,
         Command::Trace { message_id, json } => trace::trace(&config, &message_id, json).await,
+        Command::Train(args) => train::train(&args),
+        Command::Score(args) => scoring::score(&config, &args),
+        Command::Eval(args) => scoring::eval(&config, &args),
     }
 }

@@ -76,7 +76,10 @@ async fn open_backends(config: &Config) -> Result<Backends> {
     let prometheus = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".to_owned()),
-            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
         )
         .and_then(|b| {
             b.set_buckets_for_metric(
@@ -238,13 +241,12 @@ async fn start_stage(
     tasks: &mut Tasks,
 ) -> Result<()> {
     match name {
-        StageName::Score => spawn_stage(
-            config,
-            backends,
-            name,
-            Score::new(config.stages.score.clone()),
-            tasks,
-        ),
+        StageName::Score => {
+            let (stage, report) =
+                Score::new(&config.stages.score).context("cannot start the score stage")?;
+            log_rule_report(&report);
+            spawn_stage(config, backends, name, stage, tasks)
+        }
         StageName::Whitelist => {
             let stage = Whitelist::new(config.stages.whitelist.clone(), backends.directory.clone());
             spawn_stage(config, backends, name, stage, tasks)
@@ -265,6 +267,24 @@ async fn start_stage(
             }));
             spawn_stage(config, backends, name, stage, tasks)
         }
+    }
+}
+
+/// Says what the rule files held that pampa does not run, so no rule is dropped silently.
+fn log_rule_report(report: &pampa_stages::rules::LoadReport) {
+    tracing::info!(
+        rules = report.total(),
+        files = report.files.len(),
+        "Rules loaded."
+    );
+    for item in &report.unsupported {
+        tracing::warn!(
+            rule = item.rule.as_deref().unwrap_or("-"),
+            file = %item.file.display(),
+            line = item.line,
+            why = %item.why,
+            "Rule not supported; it scores nothing."
+        );
     }
 }
 

@@ -11,14 +11,18 @@
 //! - [`rbl`]: DNSBL on the client IP, URI blocklists on body links.
 //! - [`whitelist`]: allow and block lists, and the address book.
 //! - [`antivirus`]: clamd over INSTREAM.
+//! - [`rules`]: the SpamAssassin-compatible rule engine: `.cf` loading and message checks.
 //! - [`score`]: tag weights, the message score and each recipient's decision.
+//! - [`classifier`]: the naive Bayes spam classifier behind `BAYES_*` and `pampa train`.
 //! - [`metrics`]: metric names shared by the stages.
 #![warn(missing_docs)]
 
 pub mod antivirus;
+pub mod classifier;
 pub mod metrics;
 pub mod pipeline;
 pub mod rbl;
+pub mod rules;
 pub mod score;
 pub mod stage;
 pub mod whitelist;
