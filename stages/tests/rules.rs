@@ -263,11 +263,19 @@ fn unsupported_constructs_are_reported_with_file_and_line() {
     assert_eq!(find(None, 11).kind, UnsupportedKind::Directive);
     assert_eq!(find(None, 12).kind, UnsupportedKind::Condition);
     assert_eq!(report.unsupported.len(), 11, "{:#?}", report.unsupported);
-    // Only UNS_OK survives, and the load did not fail.
-    assert_eq!(rules.len(), 1);
-    assert_eq!(report.total(), 1);
+    // UNS_OK survives, and so does the meta that UNS_RBL could only push towards a hit
+    // (it reads as 0, and the report says so); the load did not fail.
+    assert_eq!(rules.len(), 2);
+    assert_eq!(report.total(), 2);
+    assert_eq!(report.degraded.len(), 1);
+    assert_eq!(report.degraded[0].rule.as_deref(), Some("UNS_META_PARTIAL"));
+    assert!(
+        report.degraded[0].why.contains("UNS_RBL"),
+        "{}",
+        report.degraded[0].why
+    );
     let hits = rules.check(b"Subject: x\r\n\r\nall fine\r\n");
-    assert_eq!(names(&hits), ["UNS_OK"]);
+    assert_eq!(names(&hits), ["UNS_OK", "UNS_META_PARTIAL"]);
     let summary = report.summary();
     assert_eq!(summary.get(&UnsupportedKind::Meta), Some(&5));
 }
@@ -276,7 +284,7 @@ fn unsupported_constructs_are_reported_with_file_and_line() {
 fn native_evals() {
     let (_, report, hits) = run("evals");
     assert_clean(&report);
-    assert_eq!(report.loaded.get(&RuleKind::Eval), Some(&8));
+    assert_eq!(report.loaded.get(&RuleKind::Eval), Some(&14));
     assert_hits(
         &hits,
         &[
@@ -287,8 +295,16 @@ fn native_evals() {
             "EV_HTML_ONLY",
             "EV_IMAGE_ONLY",
             "EV_TEMPLATE",
+            "EV_SHORT_BODY",
+            "EV_ONE_FROM",
+            "EV_TAG_IMG",
         ],
-        &["EV_EMPTY"],
+        &[
+            "EV_EMPTY",
+            "EV_LONG_BODY_NO",
+            "EV_TWO_SUBJ_NO",
+            "EV_TAG_SCRIPT_NO",
+        ],
     );
 }
 
@@ -364,11 +380,126 @@ see https://wiki.example.org/meetings for the agenda.\n\nAlice\n",
     assert!(total < 1.0, "ham scored {total}: {:?}", names(&hits));
 }
 
-/// Loads Debian's stock rules when the `spamassassin` package is installed, and prints
-/// what loaded and why the rest did not.
 #[test]
-fn debian_stock_rules_load_when_installed() {
-    let dir = Path::new("/usr/share/spamassassin");
+fn replace_tags_fill_patterns_as_the_plugin_does() {
+    let (_, report, hits) = run("replace");
+    assert_clean(&report);
+    assert_hits(
+        &hits,
+        &[
+            "REP_VIAGRA",
+            "REP_NESTED",
+            "REP_POST",
+            "REP_NO_PRE",
+            "REP_NO_FLAGS",
+            "REP_SUBJ",
+            "REP_NOT_LISTED",
+        ],
+        &["REP_PRE_NO"],
+    );
+}
+
+#[test]
+fn mimeheader_rules_read_every_part() {
+    let (_, report, hits) = run("mimeheader");
+    assert_clean(&report);
+    assert_eq!(report.loaded.get(&RuleKind::MimeHeader), Some(&6));
+    assert_hits(
+        &hits,
+        &[
+            "MH_EXE_NAME",
+            "MH_RAW_FOLDED",
+            "MH_NO_ZIP",
+            "MH_CTE_B64",
+            "MH_UNSET",
+        ],
+        &["MH_ZIP_NO"],
+    );
+}
+
+#[test]
+fn stock_file_constructs_features_ignored_settings_and_skipped_blocks() {
+    let (rules, report, hits) = run("stock_syntax");
+    assert_hits(
+        &hits,
+        &[
+            "ST_FEATURE_YES",
+            "ST_BODY_LEN",
+            "ST_FREEMAIL",
+            "ST_NOSPACE",
+            "ST_EXISTS_COLON",
+            "ST_PARTIAL_OK",
+        ],
+        &["ST_CAPTURE_NO", "ST_RBL", "ST_PARTIAL", "ST_NEG_NO"],
+    );
+    assert!(rules.score("ST_CAPTURE_NO").is_none());
+    // Settings of absent features are accepted and counted, never reported.
+    let ignored: Vec<(&str, usize)> = report
+        .ignored
+        .iter()
+        .map(|(k, n)| (k.as_str(), *n))
+        .collect();
+    assert_eq!(
+        ignored,
+        [
+            ("bayes_ignore_header", 1),
+            ("def_welcomelist_auth", 1),
+            ("report", 1),
+            ("util_rb_2tld", 1)
+        ]
+    );
+    // The DNSEval block's two rules are counted as skipped; ST_FREEMAIL is not, since
+    // the else branch defined it.
+    assert_eq!(
+        report
+            .skipped
+            .get("ifplugin Mail::SpamAssassin::Plugin::DNSEval"),
+        Some(&2),
+        "{:?}",
+        report.skipped
+    );
+    assert_eq!(
+        report.skipped.values().sum::<usize>(),
+        3,
+        "{:?}",
+        report.skipped
+    );
+    // Metas reading a missing rule negatively are reported, naming why it is missing.
+    let why = |rule: &str| {
+        report
+            .unsupported
+            .iter()
+            .find(|u| u.rule.as_deref() == Some(rule))
+            .map(|u| u.why.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        why("ST_NEG_NO")
+            .contains("defined only under `ifplugin Mail::SpamAssassin::Plugin::DNSEval`"),
+        "{}",
+        why("ST_NEG_NO")
+    );
+    assert!(
+        why("ST_PARTIAL").contains("undefined rule"),
+        "{}",
+        why("ST_PARTIAL")
+    );
+    assert_eq!(report.unsupported.len(), 2, "{:#?}", report.unsupported);
+    assert_eq!(report.degraded.len(), 1, "{:#?}", report.degraded);
+}
+
+/// Where Debian's stock rules live, if the `spamassassin` package is installed
+/// (`ops/test.sh` installs it). sa-update would put newer rules under
+/// `/var/lib/spamassassin/<version>/`; without network there are none, and the
+/// packaged set is what we measure.
+const STOCK_DIR: &str = "/usr/share/spamassassin";
+
+/// The stock rule set loads, most of it runs, and what does not is summarised per kind
+/// with its top reasons. Floors catch a regression in the loader or the regex
+/// translator; `stages/tests/fixtures/rules/STOCK.md` has the numbers.
+#[test]
+fn debian_stock_rules_load_and_check_quickly() {
+    let dir = Path::new(STOCK_DIR);
     let has_cf = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -377,33 +508,158 @@ fn debian_stock_rules_load_when_installed() {
         })
         .unwrap_or(false);
     if !has_cf {
-        eprintln!("skipped: no /usr/share/spamassassin/*.cf (Debian's spamassassin package is not installed)");
+        // ops/test.sh installs the package; a developer machine may not have it.
+        eprintln!("skipped: no {STOCK_DIR}/*.cf (Debian's spamassassin package is not installed)");
         return;
     }
+    let started = std::time::Instant::now();
     let (rules, report) = RuleSet::load(&[dir.join("*.cf")]).expect("stock rules load");
+    let load_time = started.elapsed();
     eprintln!("{report}");
-    let mut evals: std::collections::BTreeMap<&str, usize> = Default::default();
-    for item in &report.unsupported {
-        if item.kind == UnsupportedKind::Eval {
-            *evals.entry(item.why.as_str()).or_default() += 1;
+    eprintln!("loaded in {load_time:?}");
+    print_top_reasons(&report);
+
+    // Rules with a pattern (header, body, rawbody, full, uri, mimeheader) that were
+    // read: how many loaded.
+    let pattern_kinds = [
+        RuleKind::Header,
+        RuleKind::Body,
+        RuleKind::Rawbody,
+        RuleKind::Full,
+        RuleKind::Uri,
+        RuleKind::MimeHeader,
+    ];
+    let loaded_patterns: usize = pattern_kinds
+        .iter()
+        .map(|k| report.loaded.get(k).copied().unwrap_or(0))
+        .sum();
+    let failed_patterns = report
+        .unsupported
+        .iter()
+        .filter(|u| {
+            matches!(
+                u.kind,
+                UnsupportedKind::Regex | UnsupportedKind::Syntax | UnsupportedKind::Header
+            ) && u.rule.is_some()
+        })
+        .count();
+    let ratio = loaded_patterns as f64 / (loaded_patterns + failed_patterns) as f64;
+    eprintln!(
+        "pattern rules: {loaded_patterns} loaded, {failed_patterns} not ({:.1}%)",
+        ratio * 100.0
+    );
+    let kind = |k: RuleKind| report.loaded.get(&k).copied().unwrap_or(0);
+    let unsupported = report.summary();
+    let uns = |k: UnsupportedKind| unsupported.get(&k).copied().unwrap_or(0);
+    assert!(report.files.len() >= 55, "{report}");
+    assert!(
+        ratio > 0.9,
+        "only {:.1}% of pattern rules load",
+        ratio * 100.0
+    );
+    assert!(report.total() >= 1900, "{report}");
+    assert!(kind(RuleKind::Header) >= 500, "{report}");
+    assert!(kind(RuleKind::Body) >= 550, "{report}");
+    assert!(kind(RuleKind::Uri) >= 120, "{report}");
+    assert!(kind(RuleKind::Meta) >= 600, "{report}");
+    assert!(kind(RuleKind::MimeHeader) >= 50, "{report}");
+    // Every pattern the translator meets must compile: a regression here is a bug.
+    assert_eq!(uns(UnsupportedKind::Regex), 0, "{report}");
+    assert_eq!(uns(UnsupportedKind::Syntax), 0, "{report}");
+    assert_eq!(uns(UnsupportedKind::Directive), 0, "{report}");
+    assert_eq!(uns(UnsupportedKind::Condition), 0, "{report}");
+    assert!(report.unsupported.len() <= 450, "{report}");
+
+    // Messages of every shape check without a panic, and fast even in a debug build.
+    let messages: [&[u8]; 5] = [
+        b"Subject: hello\r\n\r\nhello\r\n",
+        b"",
+        b"no header at all, just text\n",
+        b"From: \"Winner\" <win@lottery.example>\r\nTo: you@example.net\r\n\
+Subject: =?utf-8?B?VVJHRU5UOiBZT1UgV09OIQ==?=\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=\"b\"\r\n\r\n--b\r\n\
+Content-Type: text/plain\r\n\r\nClick http://192.0.2.7/claim to get your V-I-A-G-R-A \
+and $1,000,000 USD now!!!\r\n--b\r\nContent-Type: text/html\r\n\r\n\
+<html><body bgcolor=white><font color=white>hidden</font>\
+<a href=\"http://bit.ly/x\">click</a><img src=\"cid:1\"></body></html>\r\n--b--\r\n",
+        b"From: alice@example.org\r\nTo: bob@example.net\r\nSubject: Minutes\r\n\
+Date: Tue, 2 Jan 2024 09:30:00 +0100\r\nMessage-ID: <1@example.org>\r\n\r\n\
+Hi Bob, the notes are on the wiki. Alice\r\n",
+    ];
+    let started = std::time::Instant::now();
+    let mut spam_score = 0.0;
+    for (i, raw) in messages.iter().enumerate() {
+        let hits = rules.check(raw);
+        let score: f64 = hits.iter().map(|h| h.score).sum();
+        eprintln!("message {i}: {score:.1} {:?}", names(&hits));
+        if i == 3 {
+            spam_score = score;
         }
     }
-    let mut evals: Vec<_> = evals.into_iter().collect();
-    evals.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-    for (why, n) in evals.iter().take(20) {
-        eprintln!("  {n:5} {why}");
-    }
-    assert!(!rules.is_empty());
-    // Every message must be checkable with the stock set.
-    let _ = rules.check(b"Subject: hello\r\n\r\nhello\r\n");
+    let check_time = started.elapsed();
+    eprintln!("checked {} messages in {check_time:?}", messages.len());
+    assert!(spam_score > 0.0, "the spam sample hits nothing");
+    assert!(
+        load_time + check_time < std::time::Duration::from_secs(10),
+        "load {load_time:?}, check {check_time:?}"
+    );
 }
 
-#[test]
-fn zz_dump_stock() {
-    let (_, report) = RuleSet::load(&[PathBuf::from("/usr/share/spamassassin/*.cf")]).expect("x");
-    let mut out = String::new();
-    for u in &report.unsupported {
-        out.push_str(&format!("{:?}\t{}\t{}:{}\t{}\n", u.kind, u.rule.as_deref().unwrap_or("-"), u.file.file_name().unwrap().to_string_lossy(), u.line, u.why));
+/// Prints each unsupported kind with its most frequent reasons (rule names taken out,
+/// so like reasons group), and the conditions that skipped the most rules.
+fn print_top_reasons(report: &LoadReport) {
+    let mut by_kind: std::collections::BTreeMap<String, std::collections::BTreeMap<String, usize>> =
+        Default::default();
+    for item in &report.unsupported {
+        let reason = generalise(&item.why);
+        *by_kind
+            .entry(format!("{:?}", item.kind))
+            .or_default()
+            .entry(reason)
+            .or_default() += 1;
     }
-    std::fs::write("/tmp/sa_unsupported.tsv", out).unwrap();
+    let degraded = by_kind.entry("Meta (degraded, loaded)".into()).or_default();
+    for item in &report.degraded {
+        *degraded.entry(generalise(&item.why)).or_default() += 1;
+    }
+    for (kind, reasons) in &by_kind {
+        let total: usize = reasons.values().sum();
+        eprintln!("{kind}: {total}");
+        let mut reasons: Vec<_> = reasons.iter().collect();
+        reasons.sort_by_key(|(why, n)| (std::cmp::Reverse(**n), why.to_string()));
+        for (why, n) in reasons.iter().take(8) {
+            eprintln!("  {n:5} {why}");
+        }
+    }
+    eprintln!("skipped rules by condition:");
+    let mut skipped: Vec<_> = report.skipped.iter().collect();
+    skipped.sort_by_key(|(label, n)| (std::cmp::Reverse(**n), label.to_string()));
+    for (label, n) in skipped.iter().take(12) {
+        eprintln!("  {n:5} {label}");
+    }
+}
+
+/// A reason with the rule names after "rule" dropped, so reasons group by cause.
+fn generalise(why: &str) -> String {
+    let mut out = String::new();
+    for word in why.split(' ') {
+        let name_like = word.len() > 2
+            && word
+                .trim_end_matches([',', ';'])
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        out.push_str(if name_like { "RULE" } else { word });
+        out.push(' ');
+    }
+    let out = out.trim_end().to_owned();
+    // A dependency chain: keep the root cause.
+    let head = if out.starts_with("loaded") {
+        "loaded, reading as 0 a meta which"
+    } else {
+        "depends on a meta which"
+    };
+    match out.rfind("which ") {
+        Some(at) => format!("{head} {}", &out[at + 6..]),
+        None => out,
+    }
 }

@@ -16,6 +16,13 @@
 //! - `check_unresolved_template()` — `UNRESOLVED_TEMPLATE`: `%VARIABLE` left in headers
 //!   by a broken mass mailer.
 //! - `check_msg_parse_flags('missing_head_body_separator')` — `MISSING_HB_SEP`.
+//! - `check_body_length(N)` — the `__KAM_BODY_LENGTH_LT_*` sub-rules that many scored
+//!   metas (short spam with a link, extortion) rest on: a body of at most N bytes.
+//! - `check_header_count_range(HEADER, MIN, MAX)` — `HEADER_COUNT_CTYPE`,
+//!   `HEADER_COUNT_SUBJECT`: a header repeated (distinct values counted), a cheap sign of
+//!   broken ratware.
+//! - `html_tag_exists(TAG)` — `HTML_TAG_EXIST_BGSOUND` and the `__TAG_EXISTS_*`
+//!   sub-rules of the HTML and ratware metas: a tag opened anywhere in an HTML part.
 //!
 //! Every other eval is reported unsupported at load and scores nothing.
 
@@ -40,6 +47,15 @@ pub(crate) enum Eval {
     EmptyMessage,
     UnresolvedTemplate,
     MissingSeparator,
+    BodyLength {
+        max: usize,
+    },
+    HeaderCount {
+        header: String,
+        min: usize,
+        max: usize,
+    },
+    HtmlTag(String),
 }
 
 /// Parses `name(args)`; `Err` says why it is unsupported.
@@ -86,6 +102,22 @@ pub(crate) fn parse(call: &str) -> Result<Eval, String> {
         {
             Eval::MissingSeparator
         }
+        "check_body_length" => Eval::BodyLength {
+            max: num(0)? as usize,
+        },
+        "check_header_count_range" => Eval::HeaderCount {
+            header: args
+                .first()
+                .cloned()
+                .ok_or("eval check_header_count_range: no header")?,
+            min: num(1)? as usize,
+            max: num(2)? as usize,
+        },
+        "html_tag_exists" => Eval::HtmlTag(
+            args.first()
+                .map(|t| t.to_ascii_lowercase())
+                .ok_or("eval html_tag_exists: no tag")?,
+        ),
         other => return Err(format!("eval {other} is not implemented")),
     })
 }
@@ -120,6 +152,21 @@ impl Eval {
                     && template_marker(&f.decoded)
             }),
             Eval::MissingSeparator => !view.facts.has_separator,
+            Eval::BodyLength { max } => view.facts.body_len <= *max,
+            Eval::HeaderCount { header, min, max } => {
+                // SpamAssassin counts distinct values: the same header twice is a
+                // relay's echo, not ratware.
+                let mut values: Vec<&str> = view
+                    .headers
+                    .iter()
+                    .filter(|f| f.name.eq_ignore_ascii_case(header))
+                    .map(|f| f.decoded.as_str())
+                    .collect();
+                values.sort_unstable();
+                values.dedup();
+                (*min..=*max).contains(&values.len())
+            }
+            Eval::HtmlTag(tag) => view.facts.html_tags.iter().any(|t| t == tag),
         }
     }
 }

@@ -260,18 +260,12 @@ impl Expr {
                     a.polarity(watched, want) && b.polarity(watched, want)
                 }
                 Op::Sub => a.polarity(watched, want) && b.polarity(watched, want.flip()),
-                Op::Gt | Op::Ge => {
-                    a.polarity(watched, want) && b.polarity(watched, want.flip())
-                }
-                Op::Lt | Op::Le => {
-                    a.polarity(watched, want.flip()) && b.polarity(watched, want)
-                }
+                Op::Gt | Op::Ge => a.polarity(watched, want) && b.polarity(watched, want.flip()),
+                Op::Lt | Op::Le => a.polarity(watched, want.flip()) && b.polarity(watched, want),
                 // A product by a non-negative constant, or a quotient by a positive one,
                 // keeps the direction.
                 Op::Mul => match (&**a, &**b) {
-                    (Expr::Num(n), e) | (e, Expr::Num(n)) if *n >= 0.0 => {
-                        e.polarity(watched, want)
-                    }
+                    (Expr::Num(n), e) | (e, Expr::Num(n)) if *n >= 0.0 => e.polarity(watched, want),
                     _ => !a.mentions(watched) && !b.mentions(watched),
                 },
                 Op::Div => match &**b {
@@ -403,11 +397,13 @@ mod tests {
     fn conditions() {
         let plugins = |p: &str| p == "Mail::SpamAssassin::Plugin::HeaderEval";
         let features = |f: &str| f == "Mail::SpamAssassin::Conf::feature_bug6558_free";
-        let eval_condition = |text: &str, plugins: &dyn Fn(&str) -> bool| {
-            eval_condition(text, plugins, &features)
-        };
+        let eval_condition =
+            |text: &str, plugins: &dyn Fn(&str) -> bool| eval_condition(text, plugins, &features);
         assert_eq!(
-            eval_condition("can(Mail::SpamAssassin::Conf::feature_bug6558_free)", &plugins),
+            eval_condition(
+                "can(Mail::SpamAssassin::Conf::feature_bug6558_free)",
+                &plugins
+            ),
             Ok(true)
         );
         assert_eq!(

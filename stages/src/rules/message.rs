@@ -73,11 +73,18 @@ pub(crate) struct Facts {
     pub(crate) binary_parts: usize,
     /// Whether a blank line separates the header from the body.
     pub(crate) has_separator: bool,
+    /// Bytes after the header (SpamAssassin's `pristine_body_length`), of the whole
+    /// message, not only the parsed prefix.
+    pub(crate) body_len: usize,
+    /// HTML tag names opened in the HTML parts (lower case, distinct), for
+    /// `html_tag_exists`.
+    pub(crate) html_tags: Vec<String>,
 }
 
 impl View {
     /// Builds the views of a raw RFC 5322 message.
     pub(crate) fn parse(raw: &[u8]) -> View {
+        let full_len = raw.len();
         let raw = &raw[..raw.len().min(MAX_PARSE)];
         let mut view = View {
             // Lines end in LF, as rule writers (and Perl's `$` under /m) expect.
@@ -85,6 +92,7 @@ impl View {
             ..View::default()
         };
         view.facts.has_separator = has_separator(raw);
+        view.facts.body_len = full_len.saturating_sub(header_len(raw));
         let parser = MessageParser::new()
             .with_mime_headers()
             .default_header_text();
@@ -212,7 +220,9 @@ fn fields(headers: &[mail_parser::Header<'_>], raw: &[u8]) -> Vec<Field> {
             let start = (h.offset_start as usize).min(raw.len());
             let end = (h.offset_end as usize).clamp(start, raw.len());
             let raw_bytes = trim_line_end(&raw[start..end]).to_vec();
-            let raw_text = String::from_utf8_lossy(&raw_bytes).into_owned();
+            // Line ends as SpamAssassin has them (LF), so `:raw` patterns with `\n`
+            // for a folded line match.
+            let raw_text = String::from_utf8_lossy(&raw_bytes).replace("\r\n", "\n");
             let decoded = match &h.value {
                 HeaderValue::Text(t) => t.trim().to_owned(),
                 HeaderValue::TextList(list) => list.join(", "),
@@ -253,6 +263,7 @@ fn add_text(text: &str, html: bool, view: &mut View, budget: &mut usize) {
     collect_uris(raw_part, html, &mut view.uris);
     let rendered: Cow<'_, str> = if html {
         view.facts.html_images += count_ci(raw_part, "<img");
+        tag_names(raw_part, &mut view.facts.html_tags);
         Cow::Owned(html_to_text(raw_part))
     } else {
         Cow::Borrowed(raw_part)
@@ -269,6 +280,46 @@ fn add_text(text: &str, html: bool, view: &mut View, budget: &mut usize) {
     let shown = cut(&rendered, limit);
     *budget -= shown.len();
     view.body_lines.extend(paragraphs(shown, limit));
+}
+
+/// Distinct tag names opened in `html` (`<name` then a space, `/` or `>`), at most 64:
+/// a page with more distinct tags is not one a rule about a tag's presence misses.
+fn tag_names(html: &str, out: &mut Vec<String>) {
+    let bytes = html.as_bytes();
+    for (at, _) in html.match_indices('<') {
+        if out.len() >= 64 {
+            return;
+        }
+        let name_len = bytes[at + 1..]
+            .iter()
+            .position(|b| !b.is_ascii_alphanumeric())
+            .unwrap_or(bytes.len() - at - 1);
+        let after = bytes.get(at + 1 + name_len).copied();
+        if name_len == 0
+            || !matches!(
+                after,
+                None | Some(b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>')
+            )
+        {
+            continue;
+        }
+        let name = html[at + 1..at + 1 + name_len].to_ascii_lowercase();
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+}
+
+/// Bytes up to and including the blank line that ends the header (all of them when
+/// there is none).
+fn header_len(raw: &[u8]) -> usize {
+    let lf = raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    let crlf = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => raw.len(),
+    }
 }
 
 fn count_ci(text: &str, needle: &str) -> usize {

@@ -14,27 +14,39 @@
 //! ```
 //!
 //! # What is supported
-//! - Rule types `header` (`:raw`, `:addr`, `:name`, `ALL`, `exists:NAME`, `=~`, `!~`,
-//!   `[if-unset: …]`, the pseudo-headers `ToCc`, `MESSAGEID`, `EnvelopeFrom`), `body`,
-//!   `rawbody`, `full`, `uri` and `meta` (`&& || !`, `+ - * /`, comparisons, parentheses).
+//! - Rule types `header` (`:raw`, `:addr`, `:name`, `ALL`, `exists:NAME`, `=~`, `!~`, with
+//!   or without spaces around the operator, `[if-unset: …]`, the pseudo-headers `ToCc`,
+//!   `MESSAGEID`, `EnvelopeFrom`), `body`, `rawbody`, `full`, `uri`, `mimeheader` (the
+//!   MIMEHeader plugin: a header of any MIME part, decoded or `:raw`) and `meta` (`&& ||
+//!   !`, `+ - * /`, comparisons, parentheses).
 //! - `score` (single and four-score forms: the first, no-Bayes no-network column is used),
 //!   `describe`, `tflags` (stored; `nice` makes the default score −1 as in SpamAssassin),
 //!   `if`/`ifplugin`/`else`/`endif`, `include`, comments and `\#`.
+//! - The ReplaceTags plugin: `replace_tag`, `replace_pre`, `replace_inter`,
+//!   `replace_post` and `replace_rules` fill `<TAG>` markers as SpamAssassin does
+//!   (`replace.rs`).
 //! - Default scores follow SpamAssassin: 1.0, or −1.0 with `tflags nice`; `__` sub-rules
 //!   and `T_` test rules score nothing (SpamAssassin gives `T_` 0.01).
-//! - A few `eval:` functions natively, the weighty ones that need no network:
-//!   `check_for_missing_to_header`, `subject_is_all_caps`, `check_illegal_chars`,
-//!   `check_for_mime_html`, `check_for_mime_html_only`, `html_image_only`,
-//!   `check_empty_message`, `check_unresolved_template` and
-//!   `check_msg_parse_flags('missing_head_body_separator')` (why: `eval.rs`).
+//! - A few `eval:` functions natively, the weighty ones that need no network (the list
+//!   and why: `eval.rs`).
+//! - Settings that configure features pampa does not have and define no rule (Bayes,
+//!   reports, registry boundaries, welcomelist entries, DNS options…) are accepted and
+//!   counted in [`LoadReport::ignored`].
 //!
 //! # What is reported unsupported (and scores nothing)
 //! Unknown directives, other evals, patterns neither `regex` nor `fancy-regex` accept,
-//! `X-Spam-Relays-*` pseudo-headers (no received-header parser), metas that depend on
-//! unsupported or undefined rules (conservative: SpamAssassin would read those as 0, which
-//! can make a `!RULE` meta fire wrongly), and `if` conditions we cannot evaluate. `if
-//! can(…)`/`has(…)` are false, `version` is 4.0, and `ifplugin` is true only for the eval
-//! plugins listed in `parse::PLUGINS`.
+//! `X-Spam-Relays-*` pseudo-headers (no received-header parser), metas that read an
+//! unsupported or undefined rule in a way that could make them hit wrongly (`!RULE`,
+//! `RULE < 2`), and `if` conditions we cannot evaluate. A meta whose missing rules can
+//! only push it towards a hit loads, with them read as 0 as SpamAssassin reads a rule
+//! that did not run, and is listed in [`LoadReport::degraded`]. `if can(…)`/`has(…)` are
+//! true for the features in `parse::FEATURES`, `version` is 4.0, and `ifplugin` is true
+//! only for the plugins in `parse::PLUGINS`; the rules of skipped blocks are counted per
+//! condition in [`LoadReport::skipped`].
+//!
+//! Patterns are matched on decoded text, not bytes: a stock pattern spelling UTF-8 as
+//! byte escapes (`[\xc3][\xa9]`, common in ReplaceTags tags) matches nothing through
+//! those branches, so such rules can only hit less than in SpamAssassin.
 //!
 //! # Bounded work per message
 //! Only the first 2 MiB of a message are parsed; `body` rules see at most 50 000 bytes of
@@ -349,7 +361,13 @@ impl MimeMember {
                 .iter()
                 .rev()
                 .find(|f| f.name.eq_ignore_ascii_case(&self.name))
-                .map(|f| if self.raw { f.raw.as_str() } else { f.decoded.as_str() })
+                .map(|f| {
+                    if self.raw {
+                        f.raw.as_str()
+                    } else {
+                        f.decoded.as_str()
+                    }
+                })
                 .or(self.if_unset.as_deref())
                 .unwrap_or("");
             self.re.is_match(value)
@@ -682,8 +700,9 @@ fn compile(parsed: Parsed) -> (RuleSet, LoadReport) {
     }
     let by_name: HashMap<&str, &Def> = metas.iter().map(|d| (d.name.as_str(), *d)).collect();
     let defined: HashSet<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+    let test_names: HashSet<&str> = index.keys().copied().collect();
     let mut walk = MetaWalk {
-        tests: &index,
+        tests: &test_names,
         metas: &by_name,
         deps: &meta_deps,
         defined: &defined,
@@ -876,8 +895,8 @@ fn compile(parsed: Parsed) -> (RuleSet, LoadReport) {
 
 /// The depth-first walk that orders metas and decides which ones can run.
 struct MetaWalk<'a> {
-    /// Tests that compiled, by name.
-    tests: &'a HashMap<&'a str, usize>,
+    /// Tests that compiled.
+    tests: &'a HashSet<&'a str>,
     metas: &'a HashMap<&'a str, &'a Def>,
     /// Each meta's distinct names (index `i` is `Expr::Rule(i)`) and its parse.
     deps: &'a HashMap<&'a str, (Vec<String>, Option<expr::Expr>)>,
@@ -935,9 +954,10 @@ impl<'a> MetaWalk<'a> {
         }
         let missing: Vec<usize> = (0..names.len())
             .filter(|&i| {
+                // Missing: neither a compiled test nor a meta that can run.
                 let dep = names[i].as_str();
-                !self.tests.contains_key(dep)
-                    && !(self.metas.contains_key(dep) && !self.bad.contains_key(dep))
+                let runnable_meta = self.metas.contains_key(dep) && !self.bad.contains_key(dep);
+                !self.tests.contains(dep) && !runnable_meta
             })
             .collect();
         let Some(def) = self.metas.get(name).copied() else {
@@ -972,11 +992,7 @@ impl<'a> MetaWalk<'a> {
             let culprit = missing
                 .iter()
                 .copied()
-                .find(|&i| {
-                    !parsed
-                        .as_ref()
-                        .is_some_and(|e| e.rises_with(&|j| j == i))
-                })
+                .find(|&i| !parsed.as_ref().is_some_and(|e| e.rises_with(&|j| j == i)))
                 .unwrap_or(missing[0]);
             let why = format!("depends on {}", why_missing(culprit));
             self.bad.insert(name, why);
@@ -1041,7 +1057,10 @@ fn compile_test(def: &Def, replace: &parse::Replace) -> Result<Test, CompileErro
                 "mimeheader exists: is not supported".into(),
             ));
         }
-        return Ok(Test::Exists(name.trim().trim_end_matches(':').to_owned(), true));
+        return Ok(Test::Exists(
+            name.trim().trim_end_matches(':').to_owned(),
+            true,
+        ));
     }
     // `header NAME Field:mod =~ /re/flags [if-unset: text]`; SpamAssassin allows no
     // space around the operator.

@@ -277,11 +277,9 @@ impl Parsed {
                     let condition = if key == "ifplugin" {
                         Ok(PLUGINS.contains(&value))
                     } else {
-                        expr::eval_condition(
-                            value,
-                            &|p| PLUGINS.contains(&p),
-                            &|f| FEATURES.contains(&f),
-                        )
+                        expr::eval_condition(value, &|p| PLUGINS.contains(&p), &|f| {
+                            FEATURES.contains(&f)
+                        })
                     };
                     let truth = match condition {
                         Ok(t) => t,

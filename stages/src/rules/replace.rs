@@ -66,7 +66,9 @@ pub(crate) fn fill(pattern: &str, has_flags: bool, conf: &Replace) -> String {
 
 /// Perl's truthiness: an empty (or `"0"`) setting counts as unset.
 fn non_empty(value: Option<&String>) -> Option<&str> {
-    value.map(String::as_str).filter(|v| !v.is_empty() && *v != "0")
+    value
+        .map(String::as_str)
+        .filter(|v| !v.is_empty() && *v != "0")
 }
 
 /// Removes the first `<KIND NAME>` marker and returns NAME.
@@ -115,7 +117,9 @@ fn split_tags(re: &str) -> Vec<Segment<'_>> {
 }
 
 fn has_tag(text: &str) -> bool {
-    split_tags(text).iter().any(|s| matches!(s, Segment::Tag(_)))
+    split_tags(text)
+        .iter()
+        .any(|s| matches!(s, Segment::Tag(_)))
 }
 
 #[cfg(test)]
