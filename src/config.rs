@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use pampa_bus::BusConfig;
 use pampa_ingest::SmtpConfig;
 use pampa_stages::{
-    antivirus::AntivirusConfig, rbl::RblConfig, score::ScoreConfig, whitelist::WhitelistConfig,
-    PipelineConfig,
+    antivirus::AntivirusConfig, auth::AuthConfig, rbl::RblConfig, score::ScoreConfig,
+    whitelist::WhitelistConfig, PipelineConfig,
 };
 use serde::Deserialize;
 
@@ -45,6 +45,8 @@ pub struct StagesConfig {
     pub whitelist: WhitelistConfig,
     /// `[stages.antivirus]`.
     pub antivirus: AntivirusConfig,
+    /// `[stages.auth]`.
+    pub auth: AuthConfig,
     /// `[stages.score]`.
     pub score: ScoreConfig,
 }
@@ -56,6 +58,7 @@ impl Default for StagesConfig {
             rbl: RblConfig::default(),
             whitelist: WhitelistConfig::default(),
             antivirus: AntivirusConfig::default(),
+            auth: AuthConfig::default(),
             score: ScoreConfig::default(),
         }
     }

@@ -10,8 +10,8 @@ use pampa_deliver::Deliver;
 use pampa_directory::Directory;
 use pampa_ingest::Ingest;
 use pampa_stages::{
-    antivirus::Antivirus, rbl::Rbl, score::Score, whitelist::Whitelist, Stage, StageHandler,
-    StageName,
+    antivirus::Antivirus, auth::Auth, rbl::Rbl, score::Score, whitelist::Whitelist, Stage,
+    StageHandler, StageName,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
@@ -28,6 +28,8 @@ pub enum Role {
     Whitelist,
     /// clamd.
     Antivirus,
+    /// SPF, DKIM and DMARC.
+    Auth,
     /// Score and per-recipient decisions.
     Score,
     /// Writes each recipient's copy to its mailbox store.
@@ -40,6 +42,7 @@ impl Role {
             Role::Rbl => Some(StageName::Rbl),
             Role::Whitelist => Some(StageName::Whitelist),
             Role::Antivirus => Some(StageName::Antivirus),
+            Role::Auth => Some(StageName::Auth),
             Role::Score => Some(StageName::Score),
             Role::Ingest | Role::Deliver => None,
         }
@@ -254,6 +257,11 @@ async fn start_stage(
         StageName::Rbl => {
             let stage =
                 Rbl::new(config.stages.rbl.clone()).context("cannot start the rbl stage")?;
+            spawn_stage(config, backends, name, stage, tasks)
+        }
+        StageName::Auth => {
+            let stage =
+                Auth::new(config.stages.auth.clone()).context("cannot start the auth stage")?;
             spawn_stage(config, backends, name, stage, tasks)
         }
         StageName::Antivirus => {

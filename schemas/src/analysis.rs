@@ -237,10 +237,11 @@ pub fn decode_analysis(
 }
 
 /// The event types an analysis travels as: one per stage, named after it.
-pub const ANALYSIS_EVENT_TYPES: [&str; 4] = [
+pub const ANALYSIS_EVENT_TYPES: [&str; 5] = [
     "mail.rbl",
     "mail.whitelist",
     "mail.antivirus",
+    "mail.auth",
     "mail.scored",
 ];
 

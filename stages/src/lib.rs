@@ -9,6 +9,7 @@
 //! - [`stage`]: the [`Stage`] trait, [`Findings`], and the handler that runs any stage.
 //! - [`pipeline`]: the `[pipeline]` order and the subject each stage reads and writes.
 //! - [`rbl`]: DNSBL on the client IP, URI blocklists on body links.
+//! - [`auth`]: SPF, DKIM and DMARC results as tags (mail-auth).
 //! - [`whitelist`]: allow and block lists, and the address book.
 //! - [`antivirus`]: clamd over INSTREAM.
 //! - [`rules`]: the SpamAssassin-compatible rule engine: `.cf` loading and message checks.
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod antivirus;
+pub mod auth;
 pub mod classifier;
 pub mod metrics;
 pub mod pipeline;

@@ -13,6 +13,8 @@ pub enum StageName {
     Whitelist,
     /// clamd.
     Antivirus,
+    /// SPF, DKIM and DMARC results.
+    Auth,
     /// Score and per-recipient decisions.
     Score,
 }
@@ -24,6 +26,7 @@ impl StageName {
             StageName::Rbl => "rbl",
             StageName::Whitelist => "whitelist",
             StageName::Antivirus => "antivirus",
+            StageName::Auth => "auth",
             StageName::Score => "score",
         }
     }
@@ -34,6 +37,7 @@ impl StageName {
             StageName::Rbl => "mail.rbl",
             StageName::Whitelist => "mail.whitelist",
             StageName::Antivirus => "mail.antivirus",
+            StageName::Auth => "mail.auth",
             StageName::Score => "mail.scored",
         }
     }

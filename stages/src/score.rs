@@ -5,7 +5,9 @@
 //! - the tags of earlier stages (`RBL_*`, `URIBL_*`, `VIRUS:*`, …);
 //! - the hits of the SpamAssassin-syntax rule set (pampa's own default set in
 //!   `stages/rules/`, plus the files in `[stages.score] rules`);
-//! - `BAYES_*` bands from the statistical classifier, when a model is configured.
+//! - `BAYES_*` bands from the statistical classifier, when a model is configured;
+//! - SPF, DKIM and DMARC results from the `auth` stage (weights in
+//!   [`crate::auth::DEFAULT_AUTH_WEIGHTS`]).
 //!
 //! A weight in `[stages.score.tags]` wins over a tag's own (a rule's `score`, an RBL's
 //! weight per code), so operators can retune any signal in one place.
@@ -199,6 +201,7 @@ impl Score {
     ) -> Score {
         let mut weights: HashMap<String, f64> = DEFAULT_BAYES_WEIGHTS
             .iter()
+            .chain(crate::auth::DEFAULT_AUTH_WEIGHTS.iter())
             .map(|(name, weight)| (name.to_string(), *weight))
             .collect();
         weights.extend(config.tags.iter().map(|(k, v)| (k.clone(), *v)));
@@ -379,6 +382,7 @@ mod tests {
         assert_eq!(verdict.decisions[1].1.disposition, Disposition::Inbox);
         assert_eq!(score.weight(&Tag::new("VIRUS:Eicar", "")), 0.5);
         assert_eq!(score.weight(&Tag::new("BAYES_99", "")), 6.0);
+        assert_eq!(score.weight(&Tag::new("DMARC_FAIL_REJECT", "")), 3.0);
         assert_eq!(
             score
                 .verdict(&analysis(&[("a@x", None, None)]), &[])
