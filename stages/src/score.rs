@@ -12,7 +12,11 @@
 //! A weight in `[stages.score.tags]` wins over a tag's own (a rule's `score`, an RBL's
 //! weight per code), so operators can retune any signal in one place.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use pampa_schemas::{decide, LevelSnapshot, MailAnalysis, Tag};
 use serde::Deserialize;
@@ -115,39 +119,15 @@ pub fn seeded_levels() -> Vec<LevelSnapshot> {
 
 /// The rule set the configuration names: the default set and the extra files.
 pub fn load_rules(config: &ScoreConfig) -> Result<(RuleSet, LoadReport), ScoreError> {
-    let mut text = String::new();
-    if config.default_rules {
-        for (_, rules) in DEFAULT_RULES {
-            text.push_str(rules);
-            text.push('\n');
-        }
-    }
-    if config.rules.is_empty() {
-        return Ok(RuleSet::from_text(
-            &text,
-            std::path::Path::new("<pampa default rules>"),
-        ));
-    }
-    // Extra files are loaded from disk; the default set goes first through a temporary
-    // file so meta rules in either can see the other's rules.
-    let dir = std::env::temp_dir().join(format!("pampa-default-rules-{}", std::process::id()));
-    let default_file = dir.join("00_pampa_default.cf");
-    let mut paths = Vec::new();
-    if config.default_rules {
-        std::fs::create_dir_all(&dir).map_err(|source| RulesError::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        std::fs::write(&default_file, &text).map_err(|source| RulesError::Read {
-            path: default_file.clone(),
-            source,
-        })?;
-        paths.push(default_file.clone());
-    }
-    paths.extend(config.rules.iter().cloned());
-    let loaded = RuleSet::load(&paths);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(loaded?)
+    let defaults: Vec<(&Path, &str)> = if config.default_rules {
+        DEFAULT_RULES
+            .iter()
+            .map(|(name, text)| (Path::new(*name), *text))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(RuleSet::load_after(&defaults, &config.rules)?)
 }
 
 /// The score stage.
@@ -390,6 +370,41 @@ mod tests {
                 .to_string(),
             "0"
         );
+    }
+
+    #[test]
+    fn extra_rule_files_load_after_the_defaults_and_can_use_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = dir.path().join("local.cf");
+        std::fs::write(
+            &extra,
+            "header LOCAL_SUBJ Subject =~ /quarterly/i\nscore LOCAL_SUBJ 2.5\n\
+             meta LOCAL_META LOCAL_SUBJ && !__NEVER_DEFINED_HERE\nscore LOCAL_META 0.5\n",
+        )
+        .unwrap();
+        let config = ScoreConfig {
+            rules: vec![extra.clone()],
+            ..ScoreConfig::default()
+        };
+        let (score, report) = Score::new(&config).unwrap();
+        assert!(
+            report.files.iter().any(|f| f == &extra),
+            "{:?}",
+            report.files
+        );
+        assert!(report.files.len() > 1, "the default set loads too");
+        let (tags, _) =
+            score.examine(b"Subject: Quarterly numbers\r\nFrom: a@example.net\r\n\r\nhi\r\n");
+        assert!(
+            tags.iter()
+                .any(|t| t.name == "LOCAL_SUBJ" && t.weight == Some(2.5)),
+            "{tags:?}"
+        );
+        let missing = ScoreConfig {
+            rules: vec![dir.path().join("nope.cf")],
+            ..ScoreConfig::default()
+        };
+        assert!(Score::new(&missing).is_err());
     }
 
     #[test]

@@ -412,7 +412,21 @@ impl RuleSet {
     /// order, as SpamAssassin reads a directory), or a file pattern with `*` in its last
     /// component (`/usr/share/spamassassin/*.cf`).
     pub fn load(paths: &[PathBuf]) -> Result<(RuleSet, LoadReport), RulesError> {
+        Self::load_after(&[], paths)
+    }
+
+    /// Loads rule texts first (each as if read from a file of that name; the built-in
+    /// default set is one), then rule files, into one set, so meta rules in either can
+    /// use the other's rules and a later file can rescore an earlier rule.
+    pub fn load_after(
+        texts: &[(&Path, &str)],
+        paths: &[PathBuf],
+    ) -> Result<(RuleSet, LoadReport), RulesError> {
         let mut parsed = Parsed::default();
+        for (name, text) in texts {
+            parsed.files.push(name.to_path_buf());
+            parsed.read_text(text, name, 0);
+        }
         for path in paths {
             for file in expand(path)? {
                 parsed.read_file(&file, 0)?;
