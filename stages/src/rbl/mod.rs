@@ -31,7 +31,7 @@ mod names;
 mod resolve;
 #[cfg(test)]
 mod tests;
-mod uri;
+pub(crate) mod uri;
 
 use std::{
     collections::BTreeMap,

@@ -463,7 +463,8 @@ fn strip_comments(value: &str) -> String {
 /// `uri` rules match paths and queries too.
 fn collect_uris(text: &str, html: bool, out: &mut Vec<String>) {
     let decoded: Cow<'_, str> = if html && text.contains('&') {
-        Cow::Owned(decode_entities(text))
+        // The same entity decoding the rbl stage uses on links, so both see one URL.
+        Cow::Owned(crate::rbl::uri::decode_entities(text))
     } else {
         Cow::Borrowed(text)
     };
@@ -519,59 +520,6 @@ fn collect_uris(text: &str, html: bool, out: &mut Vec<String>) {
 
 fn is_uri_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b'@' | b':')
-}
-
-/// Numeric character references and the few named ones that spell URL punctuation.
-fn decode_entities(html: &str) -> String {
-    const NAMED: [(&str, char); 6] = [
-        ("amp;", '&'),
-        ("lt;", '<'),
-        ("gt;", '>'),
-        ("quot;", '"'),
-        ("nbsp;", ' '),
-        ("sol;", '/'),
-    ];
-    let mut out = String::with_capacity(html.len());
-    let mut rest = html;
-    while let Some(at) = rest.find('&') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        if let Some(numeric) = after.strip_prefix('#') {
-            let (digits, radix, skip) = match numeric.strip_prefix(['x', 'X']) {
-                Some(hex) => (hex, 16, 2),
-                None => (numeric, 10, 1),
-            };
-            let len = digits
-                .bytes()
-                .take(8)
-                .take_while(|b| (*b as char).is_digit(radix))
-                .count();
-            let ch = u32::from_str_radix(&digits[..len], radix)
-                .ok()
-                .and_then(char::from_u32);
-            if let (Some(ch), true) = (ch, len > 0) {
-                out.push(ch);
-                let mut consumed = 1 + skip + len;
-                if digits[len..].starts_with(';') {
-                    consumed += 1;
-                }
-                rest = &rest[at + consumed..];
-                continue;
-            }
-        } else if let Some((name, ch)) = NAMED.iter().find(|(name, _)| {
-            after
-                .get(..name.len())
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        }) {
-            out.push(*ch);
-            rest = &after[name.len()..];
-            continue;
-        }
-        out.push('&');
-        rest = after;
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
