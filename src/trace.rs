@@ -128,7 +128,8 @@ pub async fn trace(config: &Config, message_id: &str, json: bool) -> Result<()> 
         values.push(value);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&values)?);
+        let report = json!({ "message_id": message_id, "events": values });
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         table::print(&["TIME", "EVENT", "SOURCE", "DETAILS"], &rows);
     }

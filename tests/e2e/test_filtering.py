@@ -54,7 +54,9 @@ def all_copies(p, address: str, marker: str) -> list:
 
 
 def trace(p, message_id: str) -> list[dict]:
-    return json.loads(p.cli("trace", message_id, "--json").stdout)
+    report = json.loads(p.cli("trace", message_id, "--json").stdout)
+    assert report["message_id"] == message_id
+    return report["events"]
 
 
 def wait_delivered_event(p, message_id: str) -> dict:
@@ -62,7 +64,7 @@ def wait_delivered_event(p, message_id: str) -> dict:
         cp = p.cli("trace", message_id, "--json", check=False)
         if cp.returncode != 0:
             return None
-        events = json.loads(cp.stdout)
+        events = json.loads(cp.stdout)["events"]
         return next((e for e in events if e["event_type"] == "mail.delivered"), None)
 
     return wait_for(delivered, 30, f"mail.delivered for {message_id}", 0.2)
