@@ -48,7 +48,7 @@ enum Command {
     },
     /// Show one message's whole history from the event log.
     Trace {
-        /// The id from "250 2.0.0 Ok: queued as ID".
+        /// The id from "250 2.0.0 Ok: queued as ID", or the message's Message-ID header.
         message_id: String,
         /// Print JSON instead of a table.
         #[arg(long)]

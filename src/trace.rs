@@ -97,12 +97,50 @@ fn describe(event: &StoredEvent) -> Result<(Value, String)> {
     Ok((value, details))
 }
 
-/// Prints every event of one message, in log order.
-pub async fn trace(config: &Config, message_id: &str, json: bool) -> Result<()> {
-    let since = start_of(message_id)?;
+/// Finds pampa's id of the message whose `Message-ID:` header is `header` (with or
+/// without angle brackets), reading `mail.received` events still retained.
+async fn find_by_header(log: &EventLog, header: &str) -> Result<String> {
+    let wanted = header.trim().trim_start_matches('<').trim_end_matches('>');
+    let mut found: Vec<String> = Vec::new();
+    for event in log
+        .replay("mail.received", chrono::DateTime::UNIX_EPOCH)
+        .await?
+    {
+        let Ok(received) = decode::<MailReceived>(&event.payload) else {
+            continue;
+        };
+        let matches = received
+            .payload
+            .header_message_id
+            .as_deref()
+            .is_some_and(|h| h.trim().trim_start_matches('<').trim_end_matches('>') == wanted);
+        if matches && !found.contains(&received.payload.message_id) {
+            found.push(received.payload.message_id);
+        }
+    }
+    match found.len() {
+        0 => bail!("no retained message has the Message-ID {header:?} (and it is not a pampa id)"),
+        1 => Ok(found.remove(0)),
+        _ => bail!(
+            "{} messages have the Message-ID {header:?}; trace one of them by pampa's id: {}",
+            found.len(),
+            found.join(", ")
+        ),
+    }
+}
+
+/// Prints every event of one message, in log order. `id` is pampa's id (from the 250
+/// reply) or the message's `Message-ID:` header.
+pub async fn trace(config: &Config, id: &str, json: bool) -> Result<()> {
     let log = EventLog::open_tool(&config.bus, &config.data_dir)
         .await
         .with_context(|| format!("cannot open the event log ({})", config.bus.url))?;
+    let message_id = match start_of(id) {
+        Ok(_) => id.to_owned(),
+        Err(_) => find_by_header(&log, id).await?,
+    };
+    let message_id = message_id.as_str();
+    let since = start_of(message_id)?;
     let events: Vec<StoredEvent> = log
         .replay("mail.>", since)
         .await?

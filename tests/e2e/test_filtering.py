@@ -163,8 +163,11 @@ def test_blocked_sender_is_discarded_with_the_reason_recorded(harness, stack, dn
     assert by_rcpt["off@example.org"]["outcome"]["kind"] == "delivered"
     assert all_copies(p, "alice@example.org", marker) == []
     assert len(all_copies(p, "off@example.org", marker)) == 1
-    # The whole history is in the log: received, each stage, delivered.
+    # The whole history is in the log: received, each stage, delivered; the Message-ID
+    # header finds it too.
     types = [e["event_type"] for e in trace(p, message_id)]
+    by_header = json.loads(p.cli("trace", f"<{marker}@e2e.test>", "--json").stdout)
+    assert by_header["message_id"] == message_id
     assert types == ["mail.received", "mail.rbl", "mail.whitelist", "mail.scored", "mail.delivered"], types
 
 
