@@ -299,6 +299,7 @@ impl Group {
         for chunk in std.chunks(SET_CHUNK) {
             match regex::RegexSetBuilder::new(chunk.iter().map(|(_, s, _)| s.as_str()))
                 .size_limit(64 << 20)
+                .dfa_size_limit(64 << 20)
                 .build()
             {
                 Ok(set) => group
