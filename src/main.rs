@@ -4,6 +4,7 @@ mod admin;
 mod config;
 mod http;
 mod lists;
+mod replay;
 mod roles;
 mod scoring;
 mod table;
@@ -71,6 +72,9 @@ enum Command {
     Eval(scoring::EvalArgs),
     /// Train the statistical classifier from folders of ham and spam.
     Train(train::TrainArgs),
+    /// What would move if the spam levels were different: replays `mail.scored` from the
+    /// log through the live disposition function.
+    Replay(replay::ReplayArgs),
     /// Inspect and re-queue dead letters.
     Dead {
         #[command(subcommand)]
@@ -121,5 +125,6 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Train(args) => train::train(&args),
         Command::Score(args) => scoring::score(&config, &args),
         Command::Eval(args) => scoring::eval(&config, &args),
+        Command::Replay(args) => replay::replay(&config, &args).await,
     }
 }

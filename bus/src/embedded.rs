@@ -428,7 +428,10 @@ async fn write_loop(
         let mut replies = Vec::with_capacity(batch.len());
         let mut published = false;
         let result: Result<(), sqlx::Error> = async {
-            let mut tx = conn.begin().await?;
+            // IMMEDIATE takes the write lock up front, so a second process on the same file
+            // (a CLI tool) makes this wait for busy_timeout instead of failing the commit
+            // when a deferred read would have to be upgraded to a write.
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             for command in batch.drain(..) {
                 published |= matches!(command, Command::Publish(..));
                 replies.push(execute(&mut tx, command).await?);
