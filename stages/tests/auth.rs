@@ -3,13 +3,7 @@
 //! with a fresh Ed25519 key.
 
 use std::{
-    collections::BTreeMap,
-    fs,
     net::{SocketAddr, UdpSocket},
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,17 +12,11 @@ use mail_auth::{
     common::{crypto::Ed25519Key, headers::HeaderWriter},
     dkim::DkimSigner,
 };
-use metrics::{
-    Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-};
 use pampa_schemas::{BlobRef, ClientInfo, MailAnalysis, MailReceived, Tag};
 use pampa_stages::{
     auth::{Auth, AuthConfig},
-    metrics::STAGE_ERRORS_TOTAL,
     Body, Stage,
 };
-
-const RBLDNSD: &str = "/usr/sbin/rbldnsd";
 
 /// The records, relative to the served zone `test`. `auth.test` has everything;
 /// `quar.test` only a quarantine policy; `none.test` exists but publishes nothing.
@@ -43,203 +31,20 @@ fn zone(dkim_public_key: &str) -> String {
     )
 }
 
-// ------------------------------------------------------------------ rbldnsd --
+mod support;
+use support::{run, Rbldnsd, TXT};
 
-/// rbldnsd in the foreground, killed on drop.
-struct Rbldnsd {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Rbldnsd {
-    fn start(zone: &str) -> Rbldnsd {
-        assert!(
-            Path::new(RBLDNSD).exists(),
-            "{RBLDNSD} is missing: install Debian's rbldnsd package (ops/test.sh does)"
-        );
-        // rbldnsd drops to `nobody` before it reads the zone, so the directory and file
-        // must be world-readable.
-        let dir = tempfile::Builder::new()
-            .prefix("pampa-auth-dns")
-            .tempdir_in(std::env::temp_dir())
-            .unwrap();
-        let path = dir.path().join("auth.zone");
-        fs::write(&path, zone).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let log_path = dir.path().join("rbldnsd.log");
-        // The port is free when asked, but another process may take it before rbldnsd
-        // binds; rbldnsd then exits at once, and we try another.
-        for _ in 0..5 {
-            let port = UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let log = fs::File::create(&log_path).unwrap();
-            let mut child = Command::new(RBLDNSD)
-                .args(["-n", "-u", "nobody", "-c", "0", "-t", "5"])
-                .args(["-b", &format!("127.0.0.1/{port}"), "-w"])
-                .arg(dir.path())
-                .arg("test:generic:auth.zone")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {RBLDNSD}: {e}"));
-            let log = || fs::read_to_string(&log_path).unwrap_or_default();
-            match wait_until_it_answers(&mut child, addr) {
-                Up::Answering => {
-                    return Rbldnsd {
-                        child,
-                        addr,
-                        _dir: dir,
-                    }
-                }
-                Up::Exited => eprintln!("rbldnsd on port {port} exited at start:\n{}", log()),
-                Up::Silent => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("rbldnsd on port {port} did not answer in 10 s:\n{}", log());
-                }
-            }
-        }
-        panic!("rbldnsd exited at start five times; see its logs above");
-    }
-}
-
-impl Drop for Rbldnsd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-enum Up {
-    Answering,
-    Exited,
-    Silent,
-}
-
-/// Polls with a real TXT query for the SPF record until rbldnsd answers it, or it
-/// exits, or 10 s pass.
-fn wait_until_it_answers(child: &mut Child, addr: SocketAddr) -> Up {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let query = txt_query(0x5a5a, "auth.test");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 512];
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Up::Exited;
-        }
-        let _ = socket.send_to(&query, addr);
-        if let Ok((len, _)) = socket.recv_from(&mut buf) {
-            // Our id, a response, rcode NOERROR, and an answer.
-            if len >= 12
-                && buf[..2] == [0x5a, 0x5a]
-                && buf[2] & 0x80 != 0
-                && buf[3] & 0x0f == 0
-                && buf[7] > 0
-            {
-                return Up::Answering;
-            }
-        }
-    }
-    Up::Silent
-}
-
-/// A DNS query for the TXT records of `name`, written by hand so that waiting for the
-/// server does not depend on the resolver under test.
-fn txt_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = Vec::new();
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 16, 0, 1]);
-    q
-}
-
-// ------------------------------------------------------------------ metrics --
-
-/// Counters by `name{label="value",…}` (labels sorted).
-#[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<BTreeMap<String, f64>>>);
-
-struct Slot {
-    key: String,
-    store: Recorded,
-}
-
-impl CounterFn for Slot {
-    fn increment(&self, value: u64) {
-        *self
-            .store
-            .0
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default() += value as f64;
-    }
-    fn absolute(&self, value: u64) {
-        self.store
-            .0
-            .lock()
-            .unwrap()
-            .insert(self.key.clone(), value as f64);
-    }
-}
-
-impl Recorded {
-    fn get(&self, key: &str) -> f64 {
-        self.0.lock().unwrap().get(key).copied().unwrap_or(0.0)
-    }
-}
-
-impl Recorder for Recorded {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}=\"{}\"", l.key(), l.value()))
-            .collect();
-        labels.sort();
-        Counter::from_arc(Arc::new(Slot {
-            key: format!("{}{{{}}}", key.name(), labels.join(",")),
-            store: self.clone(),
-        }))
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
-    }
-}
-
-/// Runs `f` on a single-threaded runtime with a recorder on this thread only (tests
-/// run in parallel), and returns what it recorded.
-fn run<T>(f: impl std::future::Future<Output = T>) -> (T, Recorded) {
-    let recorded = Recorded::default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let out = metrics::with_local_recorder(&recorded, || runtime.block_on(f));
-    (out, recorded)
+/// Serves the auth records as the `generic` zone `test`.
+fn rbldnsd(zone: &str) -> Rbldnsd {
+    Rbldnsd::start(
+        &[("auth.zone", zone)],
+        &["test:generic:auth.zone"],
+        ("auth.test", TXT),
+    )
 }
 
 fn errors(kind: &str) -> String {
-    format!("{STAGE_ERRORS_TOTAL}{{kind=\"{kind}\",stage=\"auth\"}}")
+    support::errors("auth", kind)
 }
 
 // ------------------------------------------------------------------ helpers --
@@ -338,7 +143,7 @@ fn names(tags: &[Tag]) -> Vec<&str> {
 #[test]
 fn spf_passes_for_the_published_ip_and_fails_for_another() {
     let (_, public) = dkim_key();
-    let server = Rbldnsd::start(&zone(&public));
+    let server = rbldnsd(&zone(&public));
     let raw = message("a@auth.test", "Hello.");
     let ((pass, fail, null_sender), recorded) = run(async {
         let auth = stage(server.addr);
@@ -387,7 +192,7 @@ fn spf_passes_for_the_published_ip_and_fails_for_another() {
 #[test]
 fn dkim_signatures_verify_until_the_body_is_altered() {
     let (pkcs8, public) = dkim_key();
-    let server = Rbldnsd::start(&zone(&public));
+    let server = rbldnsd(&zone(&public));
     let good = signed(&pkcs8, &message("a@auth.test", "Hello."));
     let altered = good.replace("Hello.", "Hello, altered.");
     let ((valid, invalid), _) = run(async {
@@ -422,7 +227,7 @@ fn dkim_signatures_verify_until_the_body_is_altered() {
 #[test]
 fn domains_without_records_give_none_and_policies_are_reported() {
     let (_, public) = dkim_key();
-    let server = Rbldnsd::start(&zone(&public));
+    let server = rbldnsd(&zone(&public));
     let ((none, quarantine), recorded) = run(async {
         let auth = stage(server.addr);
         let none = check(

@@ -2,29 +2,16 @@
 //! installs), started on a free loopback port with zones written for each test.
 
 use std::{
-    collections::BTreeMap,
-    fs,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use chrono::Utc;
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
-    Unit,
-};
 use pampa_schemas::{BlobRef, ClientInfo, MailAnalysis, MailReceived, Tag};
 use pampa_stages::{
-    metrics::STAGE_ERRORS_TOTAL,
     rbl::{ListConfig, ListKind, Rbl, RblConfig, LIST_DISABLED},
     Body, Findings, Stage,
 };
-
-const RBLDNSD: &str = "/usr/sbin/rbldnsd";
 
 /// An IP list: the RFC 5782 test entry, a CIDR range with a hole, a second code, and
 /// an error code.
@@ -56,238 +43,30 @@ test
 /// Everything. ip4set refuses `0.0.0.0/0`, so the whole space is spelled as a range.
 const WORLD_ZONE: &str = "0.0.0.0-255.255.255.255\n";
 
-/// rbldnsd in the foreground, killed on drop.
-struct Rbldnsd {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
+mod support;
+use support::{run, Rbldnsd, A};
 
-impl Rbldnsd {
-    fn start() -> Rbldnsd {
-        assert!(
-            Path::new(RBLDNSD).exists(),
-            "{RBLDNSD} is missing: install Debian's rbldnsd package (ops/test.sh does)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        for (file, data) in [
+/// Serves the four test zones.
+fn rbldnsd() -> Rbldnsd {
+    Rbldnsd::start(
+        &[
             ("ip.zone", IP_ZONE),
             ("ip6.zone", IP6_ZONE),
             ("uri.zone", URI_ZONE),
             ("world.zone", WORLD_ZONE),
-        ] {
-            let path = dir.path().join(file);
-            fs::write(&path, data).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        // Run as root, rbldnsd drops to its own user before it reads the zones.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        // The port is free when asked, but another process may take it before rbldnsd
-        // binds; rbldnsd then exits at once, and we try another.
-        let log_path = dir.path().join("rbldnsd.log");
-        for _ in 0..5 {
-            let port = UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let log = fs::File::create(&log_path).unwrap();
-            let mut child = Command::new(RBLDNSD)
-                .args([
-                    "-n",
-                    "-c",
-                    "0",
-                    "-t",
-                    "5",
-                    "-b",
-                    &format!("127.0.0.1/{port}"),
-                    "-w",
-                ])
-                .arg(dir.path())
-                .args([
-                    "bl.test:ip4set:ip.zone",
-                    "bl.test:ip6trie:ip6.zone",
-                    "uri.test:dnset:uri.zone",
-                    "world.test:ip4set:world.zone",
-                ])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {RBLDNSD}: {e}"));
-            let up = wait_until_it_answers(&mut child, addr);
-            let log = || fs::read_to_string(&log_path).unwrap_or_default();
-            match up {
-                Up::Answering => {
-                    return Rbldnsd {
-                        child,
-                        addr,
-                        _dir: dir,
-                    }
-                }
-                Up::Exited => eprintln!("rbldnsd on port {port} exited at start:\n{}", log()),
-                Up::Silent => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "rbldnsd on port {port} did not answer within 10 s:\n{}",
-                        log()
-                    );
-                }
-            }
-        }
-        panic!("rbldnsd exited at start five times; see its logs above");
-    }
-}
-
-enum Up {
-    Answering,
-    Exited,
-    Silent,
-}
-
-/// Polls with a real query until rbldnsd answers it, or it exits, or 10 s pass.
-fn wait_until_it_answers(child: &mut Child, addr: SocketAddr) -> Up {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let query = a_query(0x5a5a, "2.0.0.127.bl.test");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 512];
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Up::Exited;
-        }
-        let _ = socket.send_to(&query, addr);
-        if let Ok((len, _)) = socket.recv_from(&mut buf) {
-            // Our id, a response, rcode NOERROR, and an answer.
-            if len >= 12
-                && buf[..2] == [0x5a, 0x5a]
-                && buf[2] & 0x80 != 0
-                && buf[3] & 0x0f == 0
-                && buf[7] > 0
-            {
-                return Up::Answering;
-            }
-        }
-    }
-    Up::Silent
-}
-
-impl Drop for Rbldnsd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A DNS query for the A record of `name`, written by hand so that waiting for the
-/// server does not depend on the resolver under test.
-fn a_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = Vec::new();
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-// ------------------------------------------------------------------ metrics --
-
-/// Counters and gauges by `name{label="value",…}` (labels sorted).
-#[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<BTreeMap<String, f64>>>);
-
-struct Slot {
-    key: String,
-    store: Recorded,
-}
-
-impl Slot {
-    fn update(&self, f: impl FnOnce(&mut f64)) {
-        f(self
-            .store
-            .0
-            .lock()
-            .unwrap()
-            .entry(self.key.clone())
-            .or_default());
-    }
-}
-
-impl CounterFn for Slot {
-    fn increment(&self, value: u64) {
-        self.update(|v| *v += value as f64);
-    }
-    fn absolute(&self, value: u64) {
-        self.update(|v| *v = value as f64);
-    }
-}
-
-impl GaugeFn for Slot {
-    fn increment(&self, value: f64) {
-        self.update(|v| *v += value);
-    }
-    fn decrement(&self, value: f64) {
-        self.update(|v| *v -= value);
-    }
-    fn set(&self, value: f64) {
-        self.update(|v| *v = value);
-    }
-}
-
-impl Recorded {
-    fn get(&self, key: &str) -> f64 {
-        self.0.lock().unwrap().get(key).copied().unwrap_or(0.0)
-    }
-
-    fn slot(&self, key: &Key) -> Arc<Slot> {
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}=\"{}\"", l.key(), l.value()))
-            .collect();
-        labels.sort();
-        Arc::new(Slot {
-            key: format!("{}{{{}}}", key.name(), labels.join(",")),
-            store: self.clone(),
-        })
-    }
-}
-
-impl Recorder for Recorded {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.slot(key))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.slot(key))
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
-    }
-}
-
-/// Runs `f` on a single-threaded runtime with a recorder on this thread only (tests
-/// run in parallel), and returns what it recorded.
-fn run<T>(f: impl std::future::Future<Output = T>) -> (T, Recorded) {
-    let recorded = Recorded::default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let out = metrics::with_local_recorder(&recorded, || runtime.block_on(f));
-    (out, recorded)
+        ],
+        &[
+            "bl.test:ip4set:ip.zone",
+            "bl.test:ip6trie:ip6.zone",
+            "uri.test:dnset:uri.zone",
+            "world.test:ip4set:world.zone",
+        ],
+        ("2.0.0.127.bl.test", A),
+    )
 }
 
 fn errors(kind: &str) -> String {
-    format!("{STAGE_ERRORS_TOTAL}{{kind=\"{kind}\",stage=\"rbl\"}}")
+    support::errors("rbl", kind)
 }
 
 // ------------------------------------------------------------------ helpers --
@@ -358,7 +137,7 @@ fn rbl_tag(code: &str, ip: &str, weight: f64) -> Tag {
 
 #[test]
 fn client_ips_are_tagged_with_the_weight_of_their_code() {
-    let server = Rbldnsd::start();
+    let server = rbldnsd();
     let (results, recorded) = run(async {
         let rbl = stage(server.addr, vec![ip_list()]);
         let mut results = Vec::new();
@@ -406,7 +185,7 @@ fn client_ips_are_tagged_with_the_weight_of_their_code() {
 
 #[test]
 fn body_domains_are_reduced_and_tagged() {
-    let server = Rbldnsd::start();
+    let server = rbldnsd();
     let (findings, _) = run(async {
         let rbl = stage(server.addr, vec![uri_list()]);
         let listed = process(
@@ -438,7 +217,7 @@ fn body_domains_are_reduced_and_tagged() {
 
 #[test]
 fn a_zone_that_lists_the_world_is_disabled_and_tags_nothing() {
-    let server = Rbldnsd::start();
+    let server = rbldnsd();
     let mut world = ListConfig::new("world.test", ListKind::Ip);
     world.tag = Some("RBL_WORLD".into());
     let ((tags, world_disabled, bl_disabled), recorded) = run(async {
@@ -498,7 +277,7 @@ fn a_black_holed_resolver_costs_a_timeout_and_no_tag() {
     assert!(
         recorded.get(&errors("timeout")) >= 2.0,
         "{:?}",
-        recorded.0.lock().unwrap()
+        recorded.all()
     );
     drop(hole);
 }
