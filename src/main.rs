@@ -2,8 +2,11 @@
 
 mod admin;
 mod config;
+mod feedback;
 mod http;
 mod lists;
+mod plot;
+mod recover;
 mod replay;
 mod roles;
 mod scoring;
@@ -75,6 +78,12 @@ enum Command {
     /// What would move if the spam levels were different: replays `mail.scored` from the
     /// log through the live disposition function.
     Replay(replay::ReplayArgs),
+    /// Record a user's verdict on a message (spam or ham) as an event: replay's
+    /// `--labels feedback` and `pampa train --from-feedback` use it.
+    Feedback(feedback::FeedbackArgs),
+    /// Deliver a discarded or quarantined message to the recipient's inbox after all,
+    /// while its body is still retained.
+    Recover(recover::RecoverArgs),
     /// Inspect and re-queue dead letters.
     Dead {
         #[command(subcommand)]
@@ -122,7 +131,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::List { list } => lists::list(&config, list).await,
         Command::Addressbook { action } => lists::addressbook(&config, action).await,
         Command::Trace { message_id, json } => trace::trace(&config, &message_id, json).await,
-        Command::Train(args) => train::train(&args),
+        Command::Train(args) => train::train(&config, &args).await,
+        Command::Feedback(args) => feedback::feedback(&config, &args).await,
+        Command::Recover(args) => recover::recover(&config, &args).await,
         Command::Score(args) => scoring::score(&config, &args),
         Command::Eval(args) => scoring::eval(&config, &args),
         Command::Replay(args) => replay::replay(&config, &args).await,

@@ -9,6 +9,7 @@ use pampa_bus::{EventLog, Handler, Runner};
 use pampa_deliver::Deliver;
 use pampa_directory::Directory;
 use pampa_ingest::Ingest;
+use pampa_schemas::RECOVERED_EVENT_TYPE;
 use pampa_stages::{
     antivirus::Antivirus, auth::Auth, rbl::Rbl, score::Score, whitelist::Whitelist, Stage,
     StageHandler, StageName,
@@ -297,18 +298,29 @@ fn log_rule_report(report: &pampa_stages::rules::LoadReport) {
 }
 
 fn start_deliver(config: &Config, backends: &Backends, tasks: &mut Tasks) {
-    let deliver = Deliver::new(
-        backends.log.clone(),
-        backends.directory.clone(),
-        config.data_dir.clone(),
-        &config.smtp.hostname,
-    );
+    let deliver = || {
+        Deliver::new(
+            backends.log.clone(),
+            backends.directory.clone(),
+            config.data_dir.clone(),
+            &config.smtp.hostname,
+        )
+    };
     spawn_runner(
         config,
         backends,
-        deliver,
+        deliver(),
         config.pipeline.deliver_input(),
         config.deliver.concurrency,
+        tasks,
+    );
+    // Recoveries are rare and small: one at a time is plenty.
+    spawn_runner(
+        config,
+        backends,
+        deliver().recovering(),
+        RECOVERED_EVENT_TYPE,
+        1,
         tasks,
     );
 }

@@ -11,7 +11,12 @@ use pampa_stages::{
 };
 use serde::Serialize;
 
-use crate::{config::Config, table, train::message_files};
+use crate::{
+    config::Config,
+    plot::{histogram_svg, Line, LineKind, Series, HAM_COLOUR, SPAM_COLOUR},
+    table,
+    train::message_files,
+};
 
 #[derive(Args)]
 pub struct ScoreArgs {
@@ -374,73 +379,42 @@ pub fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// A plain SVG of the two score histograms, with each level's lines. Hand-written: two
-/// histograms and a few lines do not justify a plotting crate.
+/// The ham and spam score histograms, with each level's cut and discard lines.
 fn plot_svg(scores: &[(f64, bool)], levels: &[LevelReport]) -> String {
-    let (lo, hi) = (-10.0_f64, 30.0_f64);
-    let bins = 80usize;
-    let width_of = (hi - lo) / bins as f64;
-    let mut counts = vec![[0usize; 2]; bins];
-    for (score, is_spam) in scores {
-        let bin = (((score.clamp(lo, hi - 1e-9)) - lo) / width_of) as usize;
-        counts[bin.min(bins - 1)][usize::from(*is_spam)] += 1;
-    }
-    let peak = counts
-        .iter()
-        .flat_map(|c| c.iter())
-        .copied()
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let (w, h, left, bottom) = (900.0, 400.0, 50.0, 40.0);
-    let x = |score: f64| left + (score - lo) / (hi - lo) * (w - left - 10.0);
-    let y = |count: usize| (h - bottom) - (count as f64 / peak) * (h - bottom - 20.0);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
-    for (kind, colour) in [(0usize, "#2b7bba"), (1usize, "#d7301f")] {
-        let mut points = String::new();
-        for (i, c) in counts.iter().enumerate() {
-            let x0 = x(lo + i as f64 * width_of);
-            let x1 = x(lo + (i + 1) as f64 * width_of);
-            let yy = y(c[kind]);
-            points.push_str(&format!("{x0:.1},{yy:.1} {x1:.1},{yy:.1} "));
-        }
-        svg.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{points}\"/>\n"
-        ));
-    }
-    for (i, level) in levels.iter().enumerate() {
-        for (value, dash) in [(level.cut, "4,2"), (level.discard, "1,2")] {
-            if let Some(v) = value.filter(|v| *v > lo && *v < hi) {
-                let xx = x(v);
-                svg.push_str(&format!(
-                    "<line x1=\"{xx:.1}\" y1=\"20\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#555\" stroke-dasharray=\"{dash}\"/>\n\
-                     <text x=\"{:.1}\" y=\"{}\">{}</text>\n",
-                    h - bottom,
-                    xx + 2.0,
-                    14 + 12 * i,
-                    level.name
-                ));
+    let pick = |spam: bool| -> Vec<f64> {
+        scores
+            .iter()
+            .filter(|(_, is_spam)| *is_spam == spam)
+            .map(|(score, _)| *score)
+            .collect()
+    };
+    let series = [
+        Series {
+            label: "ham",
+            colour: HAM_COLOUR,
+            scores: pick(false),
+        },
+        Series {
+            label: "spam",
+            colour: SPAM_COLOUR,
+            scores: pick(true),
+        },
+    ];
+    let mut lines = Vec::new();
+    for level in levels {
+        for (value, kind) in [
+            (level.cut, LineKind::Cut),
+            (level.discard, LineKind::Discard),
+        ] {
+            if let Some(score) = value {
+                lines.push(Line {
+                    label: level.name.clone(),
+                    score,
+                    kind,
+                    colour: "#555",
+                });
             }
         }
     }
-    for tick in (lo as i64..=hi as i64).step_by(5) {
-        svg.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{}\">{tick}</text>\n",
-            x(tick as f64) - 4.0,
-            h - bottom + 15.0
-        ));
-    }
-    svg.push_str(&format!(
-        "<text x=\"{left}\" y=\"{}\" fill=\"#2b7bba\">ham</text><text x=\"{}\" y=\"{}\" fill=\"#d7301f\">spam</text>\n\
-         <text x=\"{}\" y=\"{}\">score (dashed: cut, dotted: discard)</text>\n</svg>\n",
-        h - 5.0,
-        left + 40.0,
-        h - 5.0,
-        w / 2.0 - 80.0,
-        h - 5.0
-    ));
-    svg
+    histogram_svg("pampa eval: score distributions", &series, &lines)
 }

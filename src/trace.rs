@@ -1,15 +1,18 @@
 //! `pampa trace MESSAGE-ID`: one message's whole history, read back from the event log.
 
 use anyhow::{bail, Context, Result};
+use futures::StreamExt;
 use pampa_bus::{EventLog, StoredEvent};
-use pampa_schemas::{decode, subjects, DeliveryOutcome, MailAnalysis, MailDelivered, MailReceived};
+use pampa_schemas::{
+    decode, subjects, DeliveryOutcome, MailAnalysis, MailDelivered, MailFeedback, MailReceived,
+};
 use serde_json::{json, Value};
 
 use crate::{config::Config, table};
 
 /// Where to start reading: message ids are UUIDv7, which carry their creation time, so
 /// the log is read from a minute before it instead of from the beginning.
-fn start_of(message_id: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn start_of(message_id: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     let id = uuid::Uuid::parse_str(message_id).with_context(|| {
         format!("{message_id:?} is not a pampa message id (the id in \"250 ... queued as ID\")")
     })?;
@@ -35,6 +38,11 @@ fn describe(event: &StoredEvent) -> Result<(Value, String)> {
                 p.blob.size,
                 p.client.ip
             );
+            (serde_json::to_value(&p)?, details)
+        }
+        "mail.feedback" => {
+            let p = decode::<MailFeedback>(bytes)?.payload;
+            let details = format!("{} says {} ({})", p.user, p.verdict.as_str(), p.origin);
             (serde_json::to_value(&p)?, details)
         }
         "mail.delivered" => {
@@ -70,7 +78,7 @@ fn describe(event: &StoredEvent) -> Result<(Value, String)> {
             }
             for r in &p.recipients {
                 let tags: Vec<&str> = r.tags.iter().map(|t| t.name.as_str()).collect();
-                let mut part = format!("{}", r.address);
+                let mut part = r.address.clone();
                 if !tags.is_empty() {
                     part.push_str(&format!(" [{}]", tags.join(",")));
                 }
@@ -102,10 +110,9 @@ fn describe(event: &StoredEvent) -> Result<(Value, String)> {
 async fn find_by_header(log: &EventLog, header: &str) -> Result<String> {
     let wanted = header.trim().trim_start_matches('<').trim_end_matches('>');
     let mut found: Vec<String> = Vec::new();
-    for event in log
-        .replay("mail.received", chrono::DateTime::UNIX_EPOCH)
-        .await?
-    {
+    let mut stream = log.replay_stream("mail.received", chrono::DateTime::UNIX_EPOCH);
+    while let Some(event) = stream.next().await {
+        let event = event?;
         let Ok(received) = decode::<MailReceived>(&event.payload) else {
             continue;
         };
@@ -129,27 +136,41 @@ async fn find_by_header(log: &EventLog, header: &str) -> Result<String> {
     }
 }
 
+/// pampa's id of the message `id` names: pampa's id itself (from the 250 reply), or the
+/// message's `Message-ID:` header, looked up in the retained `mail.received` events.
+pub(crate) async fn resolve(log: &EventLog, id: &str) -> Result<String> {
+    match start_of(id) {
+        Ok(_) => Ok(id.to_owned()),
+        Err(_) => find_by_header(log, id).await,
+    }
+}
+
+/// Every retained event of one message, in log order.
+pub(crate) async fn history(log: &EventLog, message_id: &str) -> Result<Vec<StoredEvent>> {
+    let since = start_of(message_id)?;
+    let mut events = Vec::new();
+    let mut stream = log.replay_stream("mail.>", since);
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        if event.header(subjects::HEADER_CORRELATION_ID) == Some(message_id) {
+            events.push(event);
+        }
+    }
+    if events.is_empty() {
+        bail!("no events for message {message_id} (unknown id, or removed by retention)");
+    }
+    Ok(events)
+}
+
 /// Prints every event of one message, in log order. `id` is pampa's id (from the 250
 /// reply) or the message's `Message-ID:` header.
 pub async fn trace(config: &Config, id: &str, json: bool) -> Result<()> {
     let log = EventLog::open_tool(&config.bus, &config.data_dir)
         .await
         .with_context(|| format!("cannot open the event log ({})", config.bus.url))?;
-    let message_id = match start_of(id) {
-        Ok(_) => id.to_owned(),
-        Err(_) => find_by_header(&log, id).await?,
-    };
+    let message_id = resolve(&log, id).await?;
     let message_id = message_id.as_str();
-    let since = start_of(message_id)?;
-    let events: Vec<StoredEvent> = log
-        .replay("mail.>", since)
-        .await?
-        .into_iter()
-        .filter(|e| e.header(subjects::HEADER_CORRELATION_ID) == Some(message_id))
-        .collect();
-    if events.is_empty() {
-        bail!("no events for message {message_id} (unknown id, or removed by retention)");
-    }
+    let events = history(&log, message_id).await?;
     let mut values = Vec::new();
     let mut rows = Vec::new();
     for event in &events {

@@ -10,16 +10,30 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use pampa_stages::classifier::{strip_mbox_from, Classifier, MIN_MESSAGES};
 
+use crate::config::Config;
+
+mod feedback;
+
 #[derive(Args)]
 pub struct TrainArgs {
     /// A folder of ham (good mail), one raw message per file, read recursively
     /// (Maildir folders work). May be given more than once.
-    #[arg(long, value_name = "DIR", required = true)]
+    #[arg(long, value_name = "DIR", required_unless_present = "from_feedback")]
     ham: Vec<PathBuf>,
     /// A folder of spam, one raw message per file, read recursively. May be given more
     /// than once.
-    #[arg(long, value_name = "DIR", required = true)]
+    #[arg(long, value_name = "DIR", required_unless_present = "from_feedback")]
     spam: Vec<PathBuf>,
+    /// Train on the users' verdicts in the event log (`mail.feedback`, from `pampa
+    /// feedback` or IMAP moves), reading each message's body from the log. Adds to the
+    /// model at MODEL; messages it learned before are not counted twice, and a verdict
+    /// that changed is unlearned first.
+    #[arg(long)]
+    from_feedback: bool,
+    /// With --from-feedback: only verdicts given since (`30d`, or an RFC 3339 time).
+    /// Default: every verdict the log still holds.
+    #[arg(long, value_name = "AGE|TIME", requires = "from_feedback")]
+    since: Option<String>,
     /// Where to write the model.
     #[arg(long, value_name = "MODEL")]
     out: PathBuf,
@@ -32,12 +46,18 @@ pub struct TrainArgs {
 /// How often a long run reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-pub fn train(args: &TrainArgs) -> Result<()> {
-    let mut model = if args.update && args.out.exists() {
+pub async fn train(config: &Config, args: &TrainArgs) -> Result<()> {
+    let mut model = if (args.update || args.from_feedback) && args.out.exists() {
         Classifier::load(&args.out)?
     } else {
         Classifier::new()
     };
+    if args.from_feedback {
+        feedback::train(config, args.since.as_deref(), &mut model, &args.out).await?;
+        if args.ham.is_empty() && args.spam.is_empty() {
+            return finish(&model, &args.out);
+        }
+    }
     let mut ham = Vec::new();
     for dir in &args.ham {
         ham.extend(message_files(dir)?);
@@ -49,6 +69,12 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if ham.is_empty() && spam.is_empty() {
         bail!("found no message files in the --ham and --spam folders");
     }
+    train_files(&mut model, &ham, &spam)?;
+    finish(&model, &args.out)
+}
+
+/// Trains on message files, reporting progress on long runs.
+fn train_files(model: &mut Classifier, ham: &[PathBuf], spam: &[PathBuf]) -> Result<()> {
     let total = ham.len() + spam.len();
     let started = Instant::now();
     let mut last_report = started;
@@ -66,17 +92,22 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             eprintln!("Trained {} of {total} messages…", done + 1);
         }
     }
-    model.save(&args.out)?;
-    let (ham_total, spam_total) = model.message_counts();
     println!(
         "Trained {} ham and {} spam messages in {:.1?}.",
         ham.len(),
         spam.len(),
         started.elapsed()
     );
+    Ok(())
+}
+
+/// Saves the model and says what it holds.
+fn finish(model: &Classifier, out: &Path) -> Result<()> {
+    model.save(out)?;
+    let (ham_total, spam_total) = model.message_counts();
     println!(
         "The model at {} has {ham_total} ham and {spam_total} spam messages and {} tokens.",
-        args.out.display(),
+        out.display(),
         model.token_count()
     );
     if !model.is_ready() {

@@ -20,6 +20,7 @@ use std::{
 };
 
 use chrono::{DateTime, TimeZone, Utc};
+use futures::{stream::BoxStream, StreamExt, TryStreamExt};
 use pampa_schemas::subjects;
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -32,6 +33,9 @@ use crate::{
     event::{AckHandle, Delivery},
     BusConfig, BusError, ConsumerSpec, OutgoingEvent, PublishAck, StoredEvent,
 };
+
+/// Rows per page of a replay: large enough that a page costs one query per ~MB.
+const REPLAY_PAGE: usize = 1000;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -267,30 +271,60 @@ impl EmbeddedLog {
         })
     }
 
-    /// See [`crate::EventLog::replay`].
-    pub async fn replay(
+    /// See [`crate::EventLog::replay_stream`]. Reads in pages by sequence number, so a
+    /// long range holds neither all its events in memory nor one long read transaction.
+    pub fn replay_stream(
         &self,
         filter: &str,
         since: DateTime<Utc>,
-    ) -> Result<Vec<StoredEvent>, BusError> {
+    ) -> BoxStream<'static, Result<StoredEvent, BusError>> {
         let (clause, param) = filter_sql(filter);
         let sql = format!(
             "SELECT seq, msg_id, subject, headers, payload, published_at FROM events \
-             WHERE published_at >= ? AND {clause} ORDER BY seq"
+             WHERE seq > ? AND seq <= ? AND published_at >= ? AND {clause} \
+             ORDER BY seq LIMIT {REPLAY_PAGE}"
         );
-        let rows = sqlx::query(&sql)
-            .bind(since.timestamp_millis())
-            .bind(param)
-            .fetch_all(&self.inner.reader)
-            .await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let event = stored_from_row(row)?;
-            if subjects::matches(filter, &event.subject) {
-                events.push(event);
+        let reader = self.inner.reader.clone();
+        let filter = filter.to_owned();
+        let since = since.timestamp_millis();
+        // (after this sequence, up to the last one stored at the start); `None` when done.
+        let pages = futures::stream::try_unfold(Some((0i64, None)), move |state| {
+            let (reader, sql, param, filter) =
+                (reader.clone(), sql.clone(), param.clone(), filter.clone());
+            async move {
+                let Some((after, bound)) = state else {
+                    return Ok(None);
+                };
+                let bound: i64 = match bound {
+                    Some(bound) => bound,
+                    None => {
+                        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+                            .fetch_one(&reader)
+                            .await?
+                    }
+                };
+                let rows = sqlx::query(&sql)
+                    .bind(after)
+                    .bind(bound)
+                    .bind(since)
+                    .bind(param)
+                    .fetch_all(&reader)
+                    .await?;
+                let full = rows.len() == REPLAY_PAGE;
+                let mut events = Vec::with_capacity(rows.len());
+                let mut last = after;
+                for row in &rows {
+                    let event = stored_from_row(row)?;
+                    last = event.sequence as i64;
+                    if subjects::matches(&filter, &event.subject) {
+                        events.push(Ok(event));
+                    }
+                }
+                let next = full.then_some((last, Some(bound)));
+                Ok::<_, BusError>(Some((futures::stream::iter(events), next)))
             }
-        }
-        Ok(events)
+        });
+        pages.try_flatten().boxed()
     }
 
     /// The body store.

@@ -17,7 +17,7 @@ use async_nats::{
     HeaderMap,
 };
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{stream::BoxStream, StreamExt, TryStreamExt};
 use pampa_schemas::{subjects, BlobRef};
 use tokio::io::AsyncReadExt;
 
@@ -161,53 +161,68 @@ impl JetStreamLog {
         Ok(JetStreamConsumer { consumer, spec })
     }
 
-    /// See [`crate::EventLog::replay`]. Uses an ordered consumer, which leaves no state
-    /// on the server.
-    pub async fn replay(
+    /// See [`crate::EventLog::replay_stream`]. Uses an ordered consumer, which leaves no
+    /// state on the server, and stops at the last event stored when it started.
+    pub fn replay_stream(
         &self,
         filter: &str,
         since: DateTime<Utc>,
-    ) -> Result<Vec<StoredEvent>, BusError> {
-        let stream_name = stream_for(filter)
-            .ok_or_else(|| BusError::Config(format!("no stream holds subject {filter}")))?;
-        let stream = self
-            .context
-            .get_stream(stream_name)
-            .await
-            .map_err(|e| unavailable(&format!("cannot open stream {stream_name}"), e))?;
-        let start = time::OffsetDateTime::from_unix_timestamp_nanos(
-            since.timestamp_nanos_opt().unwrap_or(0) as i128,
-        )
-        .map_err(|e| BusError::Config(format!("bad replay start: {e}")))?;
-        let mut consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: filter.to_owned(),
-                deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable("cannot create replay consumer", e))?;
-        let info = consumer
-            .info()
-            .await
-            .map_err(|e| unavailable("cannot read replay consumer", e))?;
-        let mut events = Vec::new();
-        if info.num_pending == 0 {
-            return Ok(events);
-        }
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| unavailable("cannot start replay", e))?;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| unavailable("replay interrupted", e))?;
-            let (event, pending) = stored_from_message(&message)?;
-            events.push(event);
-            if pending == 0 {
-                break;
+    ) -> BoxStream<'static, Result<StoredEvent, BusError>> {
+        let context = self.context.clone();
+        let filter = filter.to_owned();
+        let start = async move {
+            let stream_name = stream_for(&filter)
+                .ok_or_else(|| BusError::Config(format!("no stream holds subject {filter}")))?;
+            let stream = context
+                .get_stream(stream_name)
+                .await
+                .map_err(|e| unavailable(&format!("cannot open stream {stream_name}"), e))?;
+            let start = time::OffsetDateTime::from_unix_timestamp_nanos(
+                since.timestamp_nanos_opt().unwrap_or(0) as i128,
+            )
+            .map_err(|e| BusError::Config(format!("bad replay start: {e}")))?;
+            let mut consumer = stream
+                .create_consumer(pull::OrderedConfig {
+                    filter_subject: filter,
+                    deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| unavailable("cannot create replay consumer", e))?;
+            let info = consumer
+                .info()
+                .await
+                .map_err(|e| unavailable("cannot read replay consumer", e))?;
+            if info.num_pending == 0 {
+                return Ok::<_, BusError>(None);
             }
-        }
-        Ok(events)
+            let messages = consumer
+                .messages()
+                .await
+                .map_err(|e| unavailable("cannot start replay", e))?;
+            Ok(Some(messages))
+        };
+        futures::stream::once(start)
+            .map_ok(|messages| {
+                let Some(messages) = messages else {
+                    return futures::stream::empty().boxed();
+                };
+                // Ends after the message the server says has nothing pending behind it.
+                futures::stream::try_unfold((messages, false), |(mut messages, done)| async move {
+                    if done {
+                        return Ok(None);
+                    }
+                    let Some(message) = messages.next().await else {
+                        return Ok(None);
+                    };
+                    let message = message.map_err(|e| unavailable("replay interrupted", e))?;
+                    let (event, pending) = stored_from_message(&message)?;
+                    Ok(Some((event, (messages, pending == 0))))
+                })
+                .boxed()
+            })
+            .try_flatten()
+            .boxed()
     }
 
     /// Stores a body in the object store (each chunk is acknowledged by the server).

@@ -26,6 +26,7 @@ pub mod runner;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::{stream::BoxStream, TryStreamExt};
 use pampa_schemas::BlobRef;
 
 pub use config::BusConfig;
@@ -126,9 +127,19 @@ impl EventLog {
         filter: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<StoredEvent>, BusError> {
+        self.replay_stream(filter, since).try_collect().await
+    }
+
+    /// [`EventLog::replay`] as a stream, for ranges too long to hold in memory: the
+    /// events stored when it starts, in log order, read a page at a time.
+    pub fn replay_stream(
+        &self,
+        filter: &str,
+        since: DateTime<Utc>,
+    ) -> BoxStream<'static, Result<StoredEvent, BusError>> {
         match self {
-            EventLog::Embedded(log) => log.replay(filter, since).await,
-            EventLog::JetStream(log) => log.replay(filter, since).await,
+            EventLog::Embedded(log) => log.replay_stream(filter, since),
+            EventLog::JetStream(log) => log.replay_stream(filter, since),
         }
     }
 

@@ -6,7 +6,7 @@ use pampa_bus::{EventLog, Handler, HandlerError, OutgoingEvent, StoredEvent};
 use pampa_directory::{Address, Directory};
 use pampa_schemas::{
     decode_analysis, derive_id, subjects, Decision, DeliveryOutcome, Disposition, Envelope,
-    MailDelivered, RecipientDelivery,
+    MailDelivered, RecipientDelivery, RECOVERED_EVENT_TYPE,
 };
 
 use crate::{
@@ -24,7 +24,13 @@ pub struct Deliver {
     directory: Directory,
     data_dir: PathBuf,
     hostname: String,
+    /// The durable consumer's name: `deliver`, or `recover` for the one that reads
+    /// `mail.recovered`.
+    name: &'static str,
 }
+
+/// The consumer name of the deliver stage that reads `mail.recovered`.
+pub const RECOVER_CONSUMER: &str = "recover";
 
 fn transient(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Transient(e.to_string().into())
@@ -44,7 +50,15 @@ impl Deliver {
             directory,
             data_dir,
             hostname,
+            name: "deliver",
         }
+    }
+
+    /// The same stage reading `mail.recovered` (an operator's `pampa recover`) under a
+    /// durable consumer of its own, so recoveries never wait behind the live queue.
+    pub fn recovering(mut self) -> Self {
+        self.name = RECOVER_CONSUMER;
+        self
     }
 
     /// The default Maildir of `user@domain`: `{data_dir}/mail/{domain}/{user}/`.
@@ -120,7 +134,7 @@ fn unjudged() -> Decision {
 
 impl Handler for Deliver {
     fn name(&self) -> &str {
-        "deliver"
+        self.name
     }
 
     async fn process(
@@ -145,7 +159,10 @@ impl Handler for Deliver {
         };
         // On a first try nothing can exist yet; on any later try (or a dead-letter retry)
         // an earlier try may have written some copies before it failed.
-        let check_first = attempt > 1 || event.header(subjects::HEADER_RETRY).is_some();
+        // A recovery may be asked for twice, or for a copy that is already in the inbox.
+        let check_first = attempt > 1
+            || event.header(subjects::HEADER_RETRY).is_some()
+            || head.event_type == RECOVERED_EVENT_TYPE;
         let secs = analysis.received.received_at.timestamp();
         let mut deliveries = Vec::with_capacity(analysis.recipients.len());
         for recipient in &analysis.recipients {

@@ -19,4 +19,4 @@ pub mod headers;
 pub mod maildir;
 pub mod metrics;
 
-pub use handler::Deliver;
+pub use handler::{Deliver, RECOVER_CONSUMER};

@@ -236,14 +236,22 @@ pub fn decode_analysis(
     Ok((head, analysis))
 }
 
-/// The event types an analysis travels as: one per stage, named after it.
-pub const ANALYSIS_EVENT_TYPES: [&str; 5] = [
+/// The event types an analysis travels as: one per stage, named after it, and
+/// [`RECOVERED_EVENT_TYPE`].
+pub const ANALYSIS_EVENT_TYPES: [&str; 6] = [
     "mail.rbl",
     "mail.whitelist",
     "mail.antivirus",
     "mail.auth",
     "mail.scored",
+    RECOVERED_EVENT_TYPE,
 ];
+
+/// `mail.recovered`: an operator asked for a discarded or quarantined copy to be
+/// delivered to the inbox after all (`pampa recover`). It is the scored analysis with
+/// only that recipient, whose decision is now the inbox, so deliver handles it as any
+/// other analysis.
+pub const RECOVERED_EVENT_TYPE: &str = "mail.recovered";
 
 impl Event for MailAnalysis {
     /// The final form; the intermediate ones are in [`ANALYSIS_EVENT_TYPES`].

@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`envelope`]: the [`Envelope`] every event travels in, and deterministic ids.
 //! - [`analysis`]: tags, spam levels, dispositions and the pure `decide` function.
-//! - [`mail`]: the payloads of the mail pipeline (`mail.received`, `mail.delivered`).
+//! - [`mail`]: the payloads of the mail pipeline (`mail.received`, `mail.delivered`,
+//!   `mail.feedback`).
 //! - [`subjects`]: subject names and the NATS header names tools route by.
 //! - [`codec`]: rmp-serde named encoding, decoding, and the header-only view.
 #![warn(missing_docs)]
@@ -20,11 +21,11 @@ pub mod subjects;
 
 pub use analysis::{
     decide, decode_analysis, Decision, Disposition, LevelSnapshot, MailAnalysis, RecipientAnalysis,
-    Tag,
+    Tag, ANALYSIS_EVENT_TYPES, RECOVERED_EVENT_TYPE,
 };
-pub use codec::{decode, decode_head, encode, CodecError, EnvelopeHead};
+pub use codec::{decode, decode_head, decode_view, encode, CodecError, EnvelopeHead};
 pub use envelope::{derive_id, new_id, Envelope, Event};
 pub use mail::{
-    BlobRef, ClientInfo, DeliveryOutcome, MailDelivered, MailReceived, RecipientDelivery,
-    RecipientLevel,
+    BlobRef, ClientInfo, DeliveryOutcome, MailDelivered, MailFeedback, MailReceived,
+    RecipientDelivery, RecipientLevel, Verdict,
 };

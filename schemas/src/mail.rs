@@ -115,3 +115,43 @@ impl Event for MailDelivered {
     const EVENT_TYPE: &'static str = "mail.delivered";
     const SCHEMA_VERSION: u16 = 1;
 }
+
+/// What a user said about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Unwanted: it should not have reached the inbox.
+    Spam,
+    /// Wanted: it should not have gone to Spam or been dropped.
+    Ham,
+}
+
+impl Verdict {
+    /// `spam` or `ham`, as the CLI and reports spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Spam => "spam",
+            Verdict::Ham => "ham",
+        }
+    }
+}
+
+/// `mail.feedback`: a recipient judged a message. Replay takes these as labels, and the
+/// classifier trains on them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailFeedback {
+    /// pampa's id of the message.
+    pub message_id: String,
+    /// The recipient who judged it.
+    pub user: String,
+    /// What they said.
+    pub verdict: Verdict,
+    /// Where the verdict came from: `cli` (`pampa feedback`), `imap` (a move into or out
+    /// of Spam) …
+    pub origin: String,
+}
+
+impl Event for MailFeedback {
+    const EVENT_TYPE: &'static str = "mail.feedback";
+    const SCHEMA_VERSION: u16 = 1;
+}

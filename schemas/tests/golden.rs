@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use chrono::{TimeZone, Utc};
 use pampa_schemas::{
     decode, decode_head, encode, BlobRef, ClientInfo, CodecError, Decision, DeliveryOutcome,
-    Disposition, Envelope, Event, LevelSnapshot, MailAnalysis, MailDelivered, MailReceived,
-    RecipientDelivery, RecipientLevel, Tag,
+    Disposition, Envelope, Event, LevelSnapshot, MailAnalysis, MailDelivered, MailFeedback,
+    MailReceived, RecipientDelivery, RecipientLevel, Tag, Verdict,
 };
 use serde::{Deserialize, Serialize};
 
@@ -143,6 +143,28 @@ fn mail_scored_v1_decodes() {
     check_golden("mail.scored.v1.msgpack", scored());
 }
 
+fn feedback() -> Envelope<MailFeedback> {
+    let parent = received();
+    let mut event = Envelope::root(
+        "0193a1b2-0000-7000-8000-0000000000f1".into(),
+        "cli",
+        MailFeedback {
+            message_id: parent.payload.message_id.clone(),
+            user: "alice@example.org".into(),
+            verdict: Verdict::Ham,
+            origin: "cli".into(),
+        },
+    );
+    event.correlation_id = parent.payload.message_id.clone();
+    event.occurred_at = Utc.with_ymd_and_hms(2026, 11, 27, 13, 0, 0).unwrap();
+    event
+}
+
+#[test]
+fn mail_feedback_v1_decodes() {
+    check_golden("mail.feedback.v1.msgpack", feedback());
+}
+
 #[test]
 fn an_analysis_travels_under_each_stage_name() {
     let scored = scored();
@@ -151,6 +173,16 @@ fn an_analysis_travels_under_each_stage_name() {
     assert_eq!(
         decode::<MailAnalysis>(&bytes).unwrap().event_type,
         "mail.rbl"
+    );
+    let recovered = Envelope::caused_by_as(
+        &scored,
+        "cli",
+        pampa_schemas::RECOVERED_EVENT_TYPE,
+        scored.payload.clone(),
+    );
+    assert_eq!(
+        decode::<MailAnalysis>(&encode(&recovered).unwrap()).unwrap(),
+        recovered
     );
     assert!(decode::<MailAnalysis>(&encode(&received()).unwrap()).is_err());
 }

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from conftest import make_message
-from test_filtering import ZONE, filtering, send_from, wait_delivered_event
+from conftest import make_message, wait_for
+from test_filtering import ZONE, all_copies, filtering, send_from, trace, wait_delivered_event
 
 BACKENDS = ["embedded", "nats"]
 SENDER = "sender@remote.test"
@@ -136,3 +136,134 @@ def test_replay_is_deterministic_and_moves_what_the_new_cut_moves(harness, stack
     bad.write_text("[levels.normal]\ncutt = 3.5\n")
     cp = p.cli("replay", "--since", "1h", "--levels", str(bad), check=False)
     assert cp.returncode != 0 and "cutt" in cp.stderr, cp.stderr
+
+
+RESCORE_RULE = """\
+body     PAMPA_REPLAY_CANDIDATE /\\breplay-candidate\\b/i
+describe PAMPA_REPLAY_CANDIDATE A rule proposed after the mail was scored
+score    PAMPA_REPLAY_CANDIDATE 20.0
+"""
+
+
+@pytest.mark.parametrize("stack", BACKENDS)
+def test_rescore_diffs_a_candidate_rule_set_against_the_recorded_verdicts(harness, stack, dnsbl, tmp_path):
+    p = filtering(harness, stack, dnsbl)
+    p.start()
+    alice = "alice@example.org"
+    sent = []
+    for i, (ip, word) in enumerate([(CLEAN, "replay-candidate"), (LISTED, "plain"), (CLEAN, "plain"),
+                                    (LISTED, "replay-candidate")]):
+        _, msg = make_message(SENDER, [alice], f"rescore {i} {word}")
+        sent.append((send_from(p.smtp_port, ip, SENDER, [alice], msg), word))
+    for message_id, _ in sent:
+        wait_delivered_event(p, message_id)
+
+    # Determinism: rescoring with the rules in force reproduces every recorded score.
+    same = json.loads(p.cli("replay", "--since", "1h", "--rescore", "--json").stdout)
+    assert same["decisions"] == len(sent), same
+    assert same["moves"] == [], same
+    assert same["rescore"]["rescored"] == len(sent), same
+    assert same["rescore"]["scores_changed"] == 0, same
+
+    # A candidate rule worth 20 discards the two messages it hits, and only those.
+    rules = tmp_path / "candidate"
+    rules.mkdir()
+    (rules / "50_candidate.cf").write_text(RESCORE_RULE)
+    plot = tmp_path / "rescore.svg"
+    out = json.loads(
+        p.cli("replay", "--since", "1h", "--rescore", "--rules", str(rules), "--plot", str(plot), "--json").stdout
+    )
+    hits = {mid for mid, word in sent if word == "replay-candidate"}
+    assert out["rescore"]["scores_changed"] == len(hits), out
+    assert out["rescore"]["rules"] == [{"rule": "PAMPA_REPLAY_CANDIDATE", "added": len(hits), "removed": 0}], out
+    moved = {(m["from"], m["to"]): m for m in out["moves"]}
+    assert set(moved) == {("inbox", "discard")}, out
+    assert moved[("inbox", "discard")]["count"] == len(hits)
+    assert set(moved[("inbox", "discard")]["samples"]) == hits
+    svg = plot.read_text()
+    assert svg.startswith("<svg") and "normal cut" in svg and "unlabelled (4)" in svg, svg[:300]
+
+    # The same in words, with the rule table.
+    table = p.cli("replay", "--since", "1h", "--rescore", "--rules", str(rules)).stdout
+    assert "Inbox→Discard" in table and "PAMPA_REPLAY_CANDIDATE" in table and "2 scores changed" in table, table
+
+    # A body that retention removed is counted and skipped, not an error.
+    if stack == "embedded":
+        victim = next(mid for mid, word in sent if word == "plain")
+        received = next(e for e in trace(p, victim) if e["event_type"] == "mail.received")
+        blob = next(p.data_dir.joinpath("blobs").rglob(received["payload"]["blob"]["key"] + "*"))
+        blob.unlink()
+        gone = json.loads(p.cli("replay", "--since", "1h", "--rescore", "--json").stdout)
+        assert gone["rescore"]["skipped_body_gone"] == 1, gone
+        assert gone["rescore"]["rescored"] == len(sent) - 1, gone
+
+    # Bad rule folders are named.
+    cp = p.cli("replay", "--since", "1h", "--rescore", "--rules", str(tmp_path / "nope"), check=False)
+    assert cp.returncode != 0 and "nope" in cp.stderr, cp.stderr
+
+
+@pytest.mark.parametrize("stack", BACKENDS)
+def test_feedback_labels_recover_and_training(harness, stack, dnsbl, tmp_path):
+    p = filtering(harness, stack, dnsbl)
+    alice, off = "alice@example.org", "off@example.org"
+    # alice blocks the sender: her copy is discarded, off's goes to the inbox.
+    p.cli("list", "block", "add", "--user", alice, SENDER)
+    p.start()
+    marker, msg = make_message(SENDER, [alice, off], "discarded then recovered")
+    discarded = send_from(p.smtp_port, CLEAN, SENDER, [alice, off], msg)
+    wait_delivered_event(p, discarded)
+    assert all_copies(p, alice, marker) == []
+    _, msg = make_message(SENDER, [off], "spam for off")
+    spammy = send_from(p.smtp_port, LISTED, SENDER, [off], msg)
+    wait_delivered_event(p, spammy)
+
+    # Feedback is an event in the message's history.
+    out = p.cli("feedback", "ham", discarded, "--user", alice).stdout
+    assert "recover" in out, out
+    p.cli("feedback", "spam", spammy, "--user", off.upper())
+    kinds = [e["event_type"] for e in trace(p, discarded)]
+    assert kinds.count("mail.feedback") == 1, kinds
+    feedback = next(e for e in trace(p, discarded) if e["event_type"] == "mail.feedback")
+    assert feedback["payload"] == {"message_id": discarded, "user": alice, "verdict": "ham", "origin": "cli"}
+
+    # Replay takes the users' verdicts as labels, per recipient.
+    labelled = json.loads(p.cli("replay", "--since", "1h", "--labels", "feedback", "--json").stdout)["labels"]
+    assert labelled["labelled_decisions"] == 2, labelled
+    assert labelled["old"]["ham_discarded"] == 1 and labelled["old"]["ham"] == 1, labelled
+    assert labelled["old"]["spam"] == 1 and labelled["old"]["spam_caught"] == 0, labelled
+
+    # Recover puts alice's copy in her inbox, through deliver, once.
+    out = p.cli("recover", discarded, "--to", alice).stdout
+    assert "Queued" in out, out
+    inbox = p.wait_delivered(alice, marker)
+    assert b"X-Spam-Flag: NO" in inbox.read_bytes()
+    events = wait_for(
+        lambda: [e for e in trace(p, discarded) if e["event_type"] == "mail.delivered"][1:] or None,
+        30,
+        "the recovery's mail.delivered",
+    )
+    assert events[0]["payload"]["deliveries"][0]["outcome"] == {"kind": "delivered"}, events
+    assert any(e["event_type"] == "mail.recovered" for e in trace(p, discarded))
+    # Asking again changes nothing: the log drops the duplicate event, and deliver
+    # would find the copy in the inbox anyway.
+    p.cli("recover", discarded, "--to", alice)
+    assert len(p.copies(alice, marker)) == 1
+
+    # What cannot be recovered says why.
+    cp = p.cli("recover", discarded, "--to", off, check=False)
+    assert cp.returncode != 0 and "nothing to recover" in cp.stderr, cp.stderr
+    cp = p.cli("recover", discarded, "--to", "bob@example.org", check=False)
+    assert cp.returncode != 0 and "not a recipient" in cp.stderr and alice in cp.stderr, cp.stderr
+    cp = p.cli("feedback", "spam", "no-such-message@example", "--user", alice, check=False)
+    assert cp.returncode != 0 and "no-such-message@example" in cp.stderr, cp.stderr
+
+    # Training from feedback learns each message once, and relearns a changed verdict.
+    model = tmp_path / "model.bin"
+    out = p.cli("train", "--from-feedback", "--out", str(model)).stdout
+    assert "learned 1 spam and 1 ham" in out, out
+    out = p.cli("train", "--from-feedback", "--out", str(model)).stdout
+    assert "learned 0 spam and 0 ham" in out and "2 were learned before" in out, out
+    p.cli("feedback", "ham", spammy, "--user", off)
+    out = p.cli("train", "--from-feedback", "--out", str(model)).stdout
+    assert "learned 0 spam and 1 ham (1 of them relearned" in out, out
+    assert "has 2 ham and 0 spam messages" in out, out
