@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`envelope`]: the [`Envelope`] every event travels in, and deterministic ids.
+//! - [`access`]: the payloads of the access network (`access.auth`, `access.acct`).
 //! - [`analysis`]: tags, spam levels, dispositions and the pure `decide` function.
 //! - [`mail`]: the payloads of the mail pipeline (`mail.received`, `mail.delivered`,
 //!   `mail.feedback`).
@@ -13,12 +14,14 @@
 //! - [`codec`]: rmp-serde named encoding, decoding, and the header-only view.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod analysis;
 pub mod codec;
 pub mod envelope;
 pub mod mail;
 pub mod subjects;
 
+pub use access::{AccessAcct, AccessAuth, AcctStatus, AuthResult};
 pub use analysis::{
     decide, decode_analysis, Decision, Disposition, LevelSnapshot, MailAnalysis, RecipientAnalysis,
     Tag, ANALYSIS_EVENT_TYPES, RECOVERED_EVENT_TYPE,
