@@ -24,19 +24,32 @@ pub(crate) fn start_of(message_id: &str) -> Result<chrono::DateTime<chrono::Utc>
     Ok(at - chrono::Duration::minutes(1))
 }
 
-/// One event as JSON: its envelope fields and its decoded payload.
-fn describe(event: &StoredEvent) -> Result<(Value, String)> {
+/// A tag as the table shows it: its name, and its evidence if it has any.
+fn tag_text(tag: &pampa_schemas::Tag) -> String {
+    if tag.evidence.is_empty() {
+        tag.name.clone()
+    } else {
+        format!("{} ({})", tag.name, tag.evidence)
+    }
+}
+
+/// One event as JSON: its envelope fields and its decoded payload. `tags_before` is how
+/// many message tags the previous analysis of this message had: each stage's output
+/// carries its input's tags first, so the ones past that are the stage's own findings.
+fn describe(event: &StoredEvent, tags_before: &mut usize) -> Result<(Value, String)> {
     let bytes = &event.payload;
     let head = pampa_schemas::decode_head(bytes)?;
     let (payload, details) = match head.event_type.as_str() {
         "mail.received" => {
             let p = decode::<MailReceived>(bytes)?.payload;
             let details = format!(
-                "from <{}> to {} size {} client {}",
+                "from <{}> to {} size {} client {} helo {}{}",
                 p.mail_from,
                 p.recipients.join(","),
                 p.blob.size,
-                p.client.ip
+                p.client.ip,
+                p.client.helo,
+                if p.client.tls { " tls" } else { "" }
             );
             (serde_json::to_value(&p)?, details)
         }
@@ -71,8 +84,14 @@ fn describe(event: &StoredEvent) -> Result<(Value, String)> {
         _ => {
             let p = decode::<MailAnalysis>(bytes)?.payload;
             let mut parts: Vec<String> = Vec::new();
-            let tags: Vec<&str> = p.tags.iter().map(|t| t.name.as_str()).collect();
-            parts.push(format!("tags [{}]", tags.join(",")));
+            let start = (*tags_before).min(p.tags.len());
+            let found: Vec<String> = p.tags[start..].iter().map(tag_text).collect();
+            *tags_before = p.tags.len();
+            if found.is_empty() {
+                parts.push("found nothing".to_owned());
+            } else {
+                parts.push(format!("found {}", found.join(", ")));
+            }
             if let Some(score) = p.score {
                 parts.push(format!("score {score:.1}"));
             }
@@ -91,6 +110,7 @@ fn describe(event: &StoredEvent) -> Result<(Value, String)> {
             let mut value = serde_json::to_value(&p)?;
             if let Some(map) = value.as_object_mut() {
                 map.remove("received");
+                map.insert("new_tags".into(), serde_json::to_value(&p.tags[start..])?);
             }
             (value, parts.join("; "))
         }
@@ -173,13 +193,22 @@ pub async fn trace(config: &Config, id: &str, json: bool) -> Result<()> {
     let events = history(&log, message_id).await?;
     let mut values = Vec::new();
     let mut rows = Vec::new();
+    let mut tags_before = 0;
+    let first = events.first().map(|e| e.published_at).unwrap_or_default();
     for event in &events {
-        let (value, details) =
-            describe(event).with_context(|| format!("cannot decode event {}", event.id))?;
+        let (mut value, details) = describe(event, &mut tags_before)
+            .with_context(|| format!("cannot decode event {}", event.id))?;
+        // Time since the message was received: each stage's share of the latency.
+        let elapsed_ms = (event.published_at - first).num_milliseconds();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("published_at".into(), json!(event.published_at));
+            map.insert("elapsed_ms".into(), json!(elapsed_ms));
+        }
         rows.push(vec![
             event
                 .published_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            format!("+{elapsed_ms} ms"),
             event.subject.clone(),
             value["source"].as_str().unwrap_or("").to_owned(),
             details,
@@ -190,7 +219,7 @@ pub async fn trace(config: &Config, id: &str, json: bool) -> Result<()> {
         let report = json!({ "message_id": message_id, "events": values });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        table::print(&["TIME", "EVENT", "SOURCE", "DETAILS"], &rows);
+        table::print(&["TIME", "AFTER", "EVENT", "SOURCE", "DETAILS"], &rows);
     }
     Ok(())
 }

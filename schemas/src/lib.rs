@@ -23,8 +23,8 @@ pub mod subjects;
 
 pub use access::{AccessAcct, AccessAuth, AcctStatus, AuthResult};
 pub use analysis::{
-    decide, decode_analysis, Decision, Disposition, LevelSnapshot, MailAnalysis, RecipientAnalysis,
-    Tag, ANALYSIS_EVENT_TYPES, RECOVERED_EVENT_TYPE,
+    decide, decode_analysis, disposition, Decision, Disposition, LevelSnapshot, MailAnalysis,
+    RecipientAnalysis, Tag, ANALYSIS_EVENT_TYPES, RECOVERED_EVENT_TYPE,
 };
 pub use codec::{decode, decode_head, decode_view, encode, CodecError, EnvelopeHead};
 pub use envelope::{derive_id, new_id, Envelope, Event};

@@ -21,15 +21,15 @@ use clap::Args;
 use futures::StreamExt;
 use pampa_bus::{EventLog, StoredEvent};
 use pampa_schemas::{
-    decode, decode_head, decode_view, Event, LevelSnapshot, MailAnalysis, RecipientAnalysis, Tag,
+    decode, decode_head, decode_view, Disposition, Event, LevelSnapshot, MailAnalysis,
 };
-use pampa_stages::score::seeded_levels;
+use pampa_stages::score::{fallback_level, seeded_levels};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use self::{
     labels::{Labels, FROM_FEEDBACK},
-    report::{percent, rate, title, Confusion, Recorded, Report, Rescored},
+    report::{percent, rate, title, Confusion, CopyFacts, Recorded, Report, Rescored},
     rescore::Rescorer,
 };
 use crate::{
@@ -40,6 +40,8 @@ use crate::{
 
 /// How often a long replay reports progress on stderr.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Events read ahead of the decoding.
+const PREFETCH: usize = 4096;
 /// How far before `--since` a rescore starts reading, to meet the score stage's input
 /// events of the first scored messages.
 const INPUT_LOOKBACK: Duration = Duration::from_secs(600);
@@ -97,11 +99,33 @@ pub struct ReplayArgs {
 struct ScoredView {
     received: ReceivedView,
     #[serde(default)]
-    tags: Vec<Tag>,
+    tags: Vec<TagView>,
     #[serde(default)]
-    recipients: Vec<RecipientAnalysis>,
+    recipients: Vec<RecipientView>,
     #[serde(default)]
     score: Option<f64>,
+}
+
+/// A tag's name only: the rule reads names, and evidence is the bulk of an event.
+#[derive(Deserialize)]
+struct TagView {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RecipientView {
+    address: String,
+    #[serde(default)]
+    tags: Vec<TagView>,
+    #[serde(default)]
+    level: Option<LevelSnapshot>,
+    #[serde(default)]
+    decision: Option<DecisionView>,
+}
+
+#[derive(Deserialize)]
+struct DecisionView {
+    disposition: Disposition,
 }
 
 #[derive(Deserialize)]
@@ -163,24 +187,45 @@ pub(crate) fn parse_time(value: &str, now: DateTime<Utc>, what: &str) -> Result<
 
 /// How a recipient's new level is chosen.
 pub struct Proposal {
-    levels: BTreeMap<String, Limits>,
+    /// The levels file's levels, by name.
+    levels: BTreeMap<String, LevelSnapshot>,
     /// `--user ADDR --to-level NAME`: this level replaces the recorded one.
     to_level: Option<LevelSnapshot>,
+    /// The live stage's level for copies recorded without one.
+    fallback: LevelSnapshot,
 }
 
 impl Proposal {
-    pub fn level_for(&self, recorded: &LevelSnapshot) -> LevelSnapshot {
+    fn new(levels: &BTreeMap<String, Limits>, to_level: Option<LevelSnapshot>) -> Proposal {
+        let levels = levels
+            .iter()
+            .map(|(name, limits)| {
+                let level = LevelSnapshot {
+                    name: name.clone(),
+                    cut: limits.cut,
+                    discard: limits.discard,
+                };
+                (name.clone(), level)
+            })
+            .collect();
+        Proposal {
+            levels,
+            to_level,
+            fallback: fallback_level(),
+        }
+    }
+
+    /// The level a copy recorded at `recorded` is decided with now.
+    pub fn level_for<'a>(&'a self, recorded: &'a LevelSnapshot) -> &'a LevelSnapshot {
         if let Some(level) = &self.to_level {
-            return level.clone();
+            return level;
         }
-        match self.levels.get(&recorded.name) {
-            Some(limits) => LevelSnapshot {
-                name: recorded.name.clone(),
-                cut: limits.cut,
-                discard: limits.discard,
-            },
-            None => recorded.clone(),
-        }
+        self.levels.get(&recorded.name).unwrap_or(recorded)
+    }
+
+    /// The level of a copy recorded without one.
+    pub fn fallback(&self) -> &LevelSnapshot {
+        &self.fallback
     }
 }
 
@@ -230,7 +275,7 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<()> {
         Some(name) => Some(target_level(name, &levels)?),
         None => None,
     };
-    let proposal = Proposal { levels, to_level };
+    let proposal = Proposal::new(&levels, to_level);
     let mut rescorer = if args.rescore {
         Some(Rescorer::new(&config.stages.score, &args.rules)?)
     } else {
@@ -257,6 +302,7 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<()> {
         labels: labels.as_ref(),
         report: Report::default(),
         seen: HashSet::new(),
+        seen_other: HashSet::new(),
         since,
         until,
     };
@@ -275,12 +321,24 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<()> {
     };
     match rescorer.as_mut() {
         None => {
+            // Reading (SQLite or the network) runs in its own task, ahead of the
+            // decoding and deciding here, so the two overlap on two cores.
             let mut stream = log.replay_stream(MailAnalysis::EVENT_TYPE, since);
-            while let Some(event) = stream.next().await {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(PREFETCH);
+            let reader = tokio::spawn(async move {
+                while let Some(event) = stream.next().await {
+                    let failed = event.is_err();
+                    if tx.send(event).await.is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            while let Some(event) = rx.recv().await {
                 replay.recorded(&event?)?;
                 read += 1;
                 progress(read, &replay.report);
             }
+            reader.await.context("the log reader failed")?;
         }
         Some(rescorer) => {
             // The score stage's input events come before its output in the log.
@@ -329,12 +387,23 @@ struct Replayer<'a> {
     labels: Option<&'a Labels>,
     report: Report,
     /// A redelivered score stage may record one message twice; each counts once.
-    seen: HashSet<String>,
+    /// Message ids are UUIDs, kept as numbers: no allocation per event.
+    seen: HashSet<u128>,
+    /// Ids that are not UUIDs (from elsewhere), kept as they are.
+    seen_other: HashSet<String>,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 }
 
 impl Replayer<'_> {
+    /// Whether this message is met for the first time.
+    fn first_time(&mut self, message_id: &str) -> bool {
+        match uuid::Uuid::try_parse(message_id) {
+            Ok(id) => self.seen.insert(id.as_u128()),
+            Err(_) => self.seen_other.insert(message_id.to_owned()),
+        }
+    }
+
     fn in_range(&self, event: &StoredEvent) -> bool {
         // Log order and clock order may differ by a few milliseconds, so an event past
         // `until` is skipped, not taken as the end.
@@ -349,15 +418,24 @@ impl Replayer<'_> {
         let view = decode_view::<MailAnalysis, ScoredView>(&event.payload)
             .with_context(|| format!("cannot decode mail.scored event {}", event.id))?
             .payload;
-        if !self.seen.insert(view.received.message_id.clone()) {
+        if !self.first_time(&view.received.message_id) {
             return Ok(());
         }
         self.report.events += 1;
         let recorded = Recorded {
             message_id: &view.received.message_id,
             header_id: view.received.header_message_id.as_deref(),
-            tags: &view.tags,
-            recipients: &view.recipients,
+            tag_names: view.tags.iter().map(|t| t.name.as_str()).collect(),
+            copies: view
+                .recipients
+                .iter()
+                .map(|r| CopyFacts {
+                    address: &r.address,
+                    tag_names: r.tags.iter().map(|t| t.name.as_str()).collect(),
+                    level: r.level.as_ref(),
+                    old: r.decision.as_ref().map(|d| d.disposition),
+                })
+                .collect(),
             score: view.score.unwrap_or(0.0),
         };
         self.report.add(
@@ -402,7 +480,7 @@ impl Replayer<'_> {
         let analysis = decode::<MailAnalysis>(&event.payload)
             .with_context(|| format!("cannot decode mail.scored event {}", event.id))?
             .payload;
-        if !self.seen.insert(analysis.received.message_id.clone()) {
+        if !self.first_time(&analysis.received.message_id) {
             return Ok(());
         }
         // A --user replay rescores only that user's mail.
@@ -425,13 +503,26 @@ impl Replayer<'_> {
         let recorded = Recorded {
             message_id: &analysis.received.message_id,
             header_id: analysis.received.header_message_id.as_deref(),
-            tags: &analysis.tags,
-            recipients: &analysis.recipients,
+            tag_names: analysis.tags.iter().map(|t| t.name.as_str()).collect(),
+            copies: analysis
+                .recipients
+                .iter()
+                .map(|r| CopyFacts {
+                    address: &r.address,
+                    tag_names: r.tags.iter().map(|t| t.name.as_str()).collect(),
+                    level: r.level.as_ref(),
+                    old: r.decision.as_ref().map(|d| d.disposition),
+                })
+                .collect(),
             score: analysis.score.unwrap_or(0.0),
+        };
+        let rescored = Rescored {
+            tag_names: tags.iter().map(|t| t.name.as_str()).collect(),
+            score,
         };
         self.report.add(
             &recorded,
-            Some(&Rescored { tags: &tags, score }),
+            Some(&rescored),
             self.proposal,
             self.args.user.as_deref(),
             self.labels,
@@ -490,13 +581,14 @@ fn plot(report: &Report, proposal: &Proposal, args: &ReplayArgs) -> String {
             }
         }
     };
-    for (name, recorded) in &report.recorded_levels {
+    for recorded in report.recorded_levels() {
+        let name = &recorded.name;
         let proposed = proposal.level_for(recorded);
-        if proposed == *recorded {
+        if proposed == recorded {
             push(name, recorded, "#555");
         } else {
             push(&format!("{name} (old)"), recorded, "#aaa");
-            push(&format!("{} (new)", proposed.name), &proposed, "#000");
+            push(&format!("{} (new)", proposed.name), proposed, "#000");
         }
     }
     let title = match (args.rescore, &args.user) {
@@ -516,15 +608,17 @@ fn print_json(
     if report.decisions == 0 {
         eprintln!("no scored mail in this range");
     }
+    let per_level = report.per_level();
     let moves: Vec<Value> = report
         .moved()
+        .into_iter()
         .map(|(level, stat)| {
             json!({
                 "level": level,
                 "from": stat.from.as_str(),
                 "to": stat.to.as_str(),
                 "count": stat.count,
-                "percent": 100.0 * rate(stat.count, report.per_level.get(level).copied().unwrap_or(0)),
+                "percent": 100.0 * rate(stat.count, per_level.get(level).copied().unwrap_or(0)),
                 "samples": stat.samples,
             })
         })
@@ -533,7 +627,7 @@ fn print_json(
         "decisions": report.decisions,
         "moves": moves,
         "messages": report.events,
-        "levels": report.per_level,
+        "levels": per_level,
         "affected_users": report.users.len(),
     });
     if let Some(map) = out.as_object_mut() {
@@ -596,10 +690,12 @@ fn print_tables(
         );
     }
     println!();
+    let per_level = report.per_level();
     let rows: Vec<Vec<String>> = report
         .moved()
+        .into_iter()
         .map(|(level, stat)| {
-            let whole = report.per_level.get(level).copied().unwrap_or(0);
+            let whole = per_level.get(level).copied().unwrap_or(0);
             vec![
                 level.to_owned(),
                 format!("{}→{}", title(stat.from), title(stat.to)),
@@ -678,11 +774,8 @@ mod tests {
 
     #[test]
     fn unchanged_levels_keep_the_recorded_ones() {
-        let proposal = Proposal {
-            levels: BTreeMap::new(),
-            to_level: None,
-        };
+        let proposal = Proposal::new(&BTreeMap::new(), None);
         let normal = &seeded_levels()[1];
-        assert_eq!(&proposal.level_for(normal), normal);
+        assert_eq!(proposal.level_for(normal), normal);
     }
 }

@@ -2,8 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use pampa_schemas::{decide, Disposition, LevelSnapshot, RecipientAnalysis, Tag};
-use pampa_stages::score::fallback_level;
+use pampa_schemas::{disposition, Disposition, LevelSnapshot};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -75,18 +74,28 @@ pub struct MoveStat {
     pub samples: Vec<String>,
 }
 
-/// One scored message as replay needs it: the recorded facts.
+/// One recipient's recorded facts.
+pub struct CopyFacts<'a> {
+    pub address: &'a str,
+    pub tag_names: Vec<&'a str>,
+    /// The level recorded for it, if any (else the live stage's fallback).
+    pub level: Option<&'a LevelSnapshot>,
+    /// The recorded disposition; `None` if the score stage did not decide it.
+    pub old: Option<Disposition>,
+}
+
+/// One scored message as replay needs it: the recorded facts, borrowed from the event.
 pub struct Recorded<'a> {
     pub message_id: &'a str,
     pub header_id: Option<&'a str>,
-    pub tags: &'a [Tag],
-    pub recipients: &'a [RecipientAnalysis],
+    pub tag_names: Vec<&'a str>,
+    pub copies: Vec<CopyFacts<'a>>,
     pub score: f64,
 }
 
-/// What a rescore found instead: all the message's tags and its new score.
+/// What a rescore found instead: the names of all the message's tags, and its score.
 pub struct Rescored<'a> {
-    pub tags: &'a [Tag],
+    pub tag_names: Vec<&'a str>,
     pub score: f64,
 }
 
@@ -97,18 +106,20 @@ pub struct PlotPoint {
     pub is_spam: Option<bool>,
 }
 
-/// Everything a replay counts.
+/// Everything a replay counts. Levels are counted by index into `level_names`, so a
+/// decision costs no allocation.
 #[derive(Default)]
 pub struct Report {
     pub events: usize,
     pub decisions: usize,
-    /// Decisions per recorded level name.
-    pub per_level: BTreeMap<String, usize>,
-    /// The recorded limits of each level (the last seen), for the plot.
-    pub recorded_levels: BTreeMap<String, LevelSnapshot>,
-    /// Keyed by (recorded level name, old rank, new rank), stay-puts included; ranks
-    /// because `Disposition` has no order of its own.
-    pub moves: BTreeMap<(String, u8, u8), MoveStat>,
+    /// Recorded level names, in the order first seen, and the recorded limits of each.
+    level_names: Vec<LevelSnapshot>,
+    level_index: HashMap<String, usize>,
+    /// Decisions per recorded level.
+    level_decisions: Vec<usize>,
+    /// (level index, old rank, new rank) → the move, stay-puts included; ranks because
+    /// `Disposition` has no order of its own.
+    moves: HashMap<(usize, u8, u8), MoveStat>,
     /// Moved decisions per recipient.
     pub users: HashMap<String, usize>,
     pub old: Confusion,
@@ -119,8 +130,19 @@ pub struct Report {
 }
 
 impl Report {
+    fn level_slot(&mut self, level: &LevelSnapshot) -> usize {
+        if let Some(index) = self.level_index.get(level.name.as_str()) {
+            return *index;
+        }
+        let index = self.level_names.len();
+        self.level_index.insert(level.name.clone(), index);
+        self.level_names.push(level.clone());
+        self.level_decisions.push(0);
+        index
+    }
+
     /// Counts one message's decisions: the recorded one against the one the proposal
-    /// (and the rescore, if any) gives.
+    /// (and the rescore, if any) gives, through the live stage's own rule.
     pub fn add(
         &mut self,
         recorded: &Recorded<'_>,
@@ -130,33 +152,33 @@ impl Report {
         labels: Option<&Labels>,
         keep_points: bool,
     ) {
-        let (tags, score) = match rescored {
-            Some(r) => (r.tags, r.score),
-            None => (recorded.tags, recorded.score),
+        let (tag_names, score) = match rescored {
+            Some(r) => (&r.tag_names, r.score),
+            None => (&recorded.tag_names, recorded.score),
         };
         let message_id = recorded.message_id;
+        let fallback = proposal.fallback();
         let mut decided_any = false;
-        for recipient in recorded.recipients {
-            if user.is_some_and(|u| !recipient.address.eq_ignore_ascii_case(u)) {
+        for copy in &recorded.copies {
+            if user.is_some_and(|u| !copy.address.eq_ignore_ascii_case(u)) {
                 continue;
             }
             // A copy the score stage did not decide on has nothing to compare with.
-            let Some(old) = recipient.decision.as_ref().map(|d| d.disposition) else {
+            let Some(old) = copy.old else {
                 continue;
             };
             decided_any = true;
             // The same fallback as the live stage, for events without a recorded level.
-            let recorded_level = recipient.level.clone().unwrap_or_else(fallback_level);
-            let level = proposal.level_for(&recorded_level);
-            let new = decide(tags, &recipient.tags, score, &level).disposition;
+            let recorded_level = copy.level.unwrap_or(fallback);
+            let level = proposal.level_for(recorded_level);
+            let names = tag_names.iter().chain(&copy.tag_names).copied();
+            let new = disposition(names, score, level);
             self.decisions += 1;
-            *self
-                .per_level
-                .entry(recorded_level.name.clone())
-                .or_default() += 1;
+            let slot = self.level_slot(recorded_level);
+            self.level_decisions[slot] += 1;
             let stat = self
                 .moves
-                .entry((recorded_level.name.clone(), rank(old), rank(new)))
+                .entry((slot, rank(old), rank(new)))
                 .or_insert_with(|| MoveStat {
                     from: old,
                     to: new,
@@ -170,18 +192,19 @@ impl Report {
                 {
                     stat.samples.push(message_id.to_owned());
                 }
-                *self.users.entry(recipient.address.clone()).or_default() += 1;
+                match self.users.get_mut(copy.address) {
+                    Some(moved) => *moved += 1,
+                    None => {
+                        self.users.insert(copy.address.to_owned(), 1);
+                    }
+                }
             }
             if let Some(is_spam) =
-                labels.and_then(|l| l.of_copy(message_id, recorded.header_id, &recipient.address))
+                labels.and_then(|l| l.of_copy(message_id, recorded.header_id, copy.address))
             {
                 self.labelled += 1;
                 self.old.add(is_spam, old);
                 self.new.add(is_spam, new);
-            }
-            if !self.recorded_levels.contains_key(&recorded_level.name) {
-                self.recorded_levels
-                    .insert(recorded_level.name.clone(), recorded_level);
             }
         }
         if keep_points && decided_any {
@@ -193,12 +216,32 @@ impl Report {
         }
     }
 
-    /// The moves proper, in a stable order.
-    pub fn moved(&self) -> impl Iterator<Item = (&str, &MoveStat)> {
-        self.moves
+    /// The moves proper, in a stable order: by level name, then mildest first.
+    pub fn moved(&self) -> Vec<(&str, &MoveStat)> {
+        let mut moved: Vec<(&str, u8, u8, &MoveStat)> = self
+            .moves
             .iter()
             .filter(|(_, stat)| stat.from != stat.to)
-            .map(|((level, _, _), stat)| (level.as_str(), stat))
+            .map(|((slot, from, to), stat)| {
+                (self.level_names[*slot].name.as_str(), *from, *to, stat)
+            })
+            .collect();
+        moved.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        moved.into_iter().map(|(l, _, _, s)| (l, s)).collect()
+    }
+
+    /// Decisions per recorded level name.
+    pub fn per_level(&self) -> BTreeMap<&str, usize> {
+        self.level_names
+            .iter()
+            .zip(&self.level_decisions)
+            .map(|(level, n)| (level.name.as_str(), *n))
+            .collect()
+    }
+
+    /// The recorded limits of each level seen (the first seen), for the plot.
+    pub fn recorded_levels(&self) -> &[LevelSnapshot] {
+        &self.level_names
     }
 
     pub fn top_users(&self) -> Vec<(&str, usize)> {
