@@ -57,7 +57,10 @@ pub struct RadiusUser {
 /// The directory, as the RADIUS server uses it.
 pub trait RadiusDirectory: Send + Sync + 'static {
     /// The NAS whose registered network holds `ip` (the most specific one), if any.
-    fn nas(&self, ip: IpAddr) -> impl Future<Output = Result<Option<NasClient>, LookupError>> + Send;
+    fn nas(
+        &self,
+        ip: IpAddr,
+    ) -> impl Future<Output = Result<Option<NasClient>, LookupError>> + Send;
     /// The user with this exact address (the server has already added the default realm
     /// to a bare local part).
     fn user(

@@ -1,0 +1,718 @@
+//! The server: two UDP sockets, a task per request, the live sessions projection and
+//! the audit publisher.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use futures::{stream::BoxStream, StreamExt};
+use pampa_bus::{EventLog, OutgoingEvent};
+use pampa_schemas::{decode, new_id, AccessAcct, AccessAuth, Envelope, Event};
+use tokio::{
+    net::UdpSocket,
+    sync::{mpsc, watch, Semaphore},
+};
+use tracing::Instrument;
+
+use crate::{
+    acct, auth,
+    cache::{Begin, PasswordCache, ReplyCache},
+    config::RadiusConfig,
+    crypto::{self, MessageAuthenticator},
+    directory::{NasClient, RadiusDirectory},
+    metrics,
+    packet::{Code, Packet, PacketWriter, MAX_PACKET_LEN},
+    sessions::Sessions,
+    RadiusError,
+};
+
+/// Which port a packet came in on: also the `kind` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Access,
+    Accounting,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Access => "access",
+            Kind::Accounting => "accounting",
+        }
+    }
+}
+
+fn dropped(kind: Kind, reason: &'static str) {
+    ::metrics::counter!(metrics::DROPPED_TOTAL, "kind" => kind.label(), "reason" => reason)
+        .increment(1);
+    tracing::debug!(reason, "Dropped a RADIUS packet.");
+}
+
+/// What every request task shares.
+pub(crate) struct Shared<D> {
+    pub(crate) config: RadiusConfig,
+    pub(crate) directory: Arc<D>,
+    log: EventLog,
+    publish_timeout: Duration,
+    sessions: Mutex<Sessions>,
+    replies: ReplyCache,
+    pub(crate) passwords: PasswordCache,
+    pub(crate) password_permits: Semaphore,
+    audit: mpsc::Sender<AccessAuth>,
+    listening: AtomicBool,
+}
+
+impl<D> Shared<D> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        // The projection is only ever mutated by whole `apply` calls; a panic elsewhere
+        // while the lock was held leaves it usable.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Open sessions of `address`, for Simultaneous-Use.
+    pub(crate) fn open_sessions(&self, address: &str) -> u32 {
+        self.sessions().count_for(address)
+    }
+
+    fn apply(&self, record: &AccessAcct) {
+        let mut sessions = self.sessions();
+        sessions.apply(record);
+        ::metrics::gauge!(metrics::ACTIVE_SESSIONS).set(sessions.len() as f64);
+    }
+}
+
+/// The two bound sockets, from [`Radius::bind`].
+#[derive(Debug)]
+pub struct RadiusSockets {
+    /// Access-Request socket.
+    pub auth: UdpSocket,
+    /// Accounting-Request socket.
+    pub acct: UdpSocket,
+}
+
+impl RadiusSockets {
+    /// The bound authentication address (useful after binding port 0).
+    pub fn auth_addr(&self) -> std::io::Result<SocketAddr> {
+        self.auth.local_addr()
+    }
+
+    /// The bound accounting address.
+    pub fn acct_addr(&self) -> std::io::Result<SocketAddr> {
+        self.acct.local_addr()
+    }
+}
+
+/// A view of a running server.
+pub struct RadiusHandle<D> {
+    shared: Arc<Shared<D>>,
+}
+
+impl<D> Clone for RadiusHandle<D> {
+    fn clone(&self) -> Self {
+        RadiusHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<D> RadiusHandle<D> {
+    /// Whether both sockets are being read (for `/readyz`): false before the sessions
+    /// projection is rebuilt and after shutdown.
+    pub fn is_listening(&self) -> bool {
+        self.shared.listening.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of the open sessions Simultaneous-Use counts against.
+    pub fn active_sessions(&self) -> Vec<crate::sessions::Session> {
+        self.shared
+            .sessions()
+            .active()
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Open sessions of a user (address or User-Name).
+    pub fn sessions_of(&self, user: &str) -> u32 {
+        self.shared.open_sessions(user)
+    }
+}
+
+/// The RADIUS server, generic over the directory it asks about NASes and users.
+pub struct Radius<D> {
+    shared: Arc<Shared<D>>,
+    audit_rx: mpsc::Receiver<AccessAuth>,
+}
+
+impl<D: RadiusDirectory> Radius<D> {
+    /// Builds the server. `publish_timeout` (the bus's) bounds each publish: an
+    /// accounting record not confirmed within it gets no reply.
+    pub fn new(
+        config: RadiusConfig,
+        directory: D,
+        log: EventLog,
+        publish_timeout: Duration,
+    ) -> Self {
+        let (audit, audit_rx) = mpsc::channel(config.audit_queue.max(1));
+        let shared = Shared {
+            sessions: Mutex::new(Sessions::with_default_realm(config.default_realm.clone())),
+            replies: ReplyCache::new(config.duplicate_ttl, config.duplicate_cache_size),
+            passwords: PasswordCache::new(config.password_cache_ttl, config.password_cache_size),
+            password_permits: Semaphore::new(config.password_check_concurrency.max(1)),
+            directory: Arc::new(directory),
+            log,
+            publish_timeout,
+            audit,
+            listening: AtomicBool::new(false),
+            config,
+        };
+        Radius {
+            shared: Arc::new(shared),
+            audit_rx,
+        }
+    }
+
+    /// Binds both configured addresses.
+    pub async fn bind(&self) -> Result<RadiusSockets, RadiusError> {
+        let bind = |addr: String| async move {
+            UdpSocket::bind(&addr)
+                .await
+                .map_err(|source| RadiusError::Bind { addr, source })
+        };
+        Ok(RadiusSockets {
+            auth: bind(self.shared.config.auth_listen.clone()).await?,
+            acct: bind(self.shared.config.acct_listen.clone()).await?,
+        })
+    }
+
+    /// A handle that stays valid while [`Radius::serve`] runs: for `/readyz` and for
+    /// looking at the live projection.
+    pub fn handle(&self) -> RadiusHandle<D> {
+        RadiusHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Rebuilds the sessions projection from `access.acct` of the last
+    /// `max_session_age`, then answers requests until `shutdown` turns true. On shutdown
+    /// it stops reading, lets requests in flight finish (their accounting publishes
+    /// included), and flushes the audit queue.
+    pub async fn serve(self, sockets: RadiusSockets, mut shutdown: watch::Receiver<bool>) {
+        let Radius { shared, audit_rx } = self;
+        let auth_addr = sockets.auth_addr().ok();
+        let acct_addr = sockets.acct_addr().ok();
+
+        let since = Utc::now()
+            - chrono::Duration::from_std(shared.config.max_session_age)
+                .unwrap_or(chrono::Duration::days(7));
+        let mut position = Position::start(since);
+        tokio::select! {
+            r = catch_up(&shared, &mut position) => match r {
+                Ok(n) => tracing::info!(events = n, sessions = shared.sessions().len(), "Rebuilt the RADIUS sessions projection."),
+                // Serving without it only weakens Simultaneous-Use; refusing every login
+                // would be worse.
+                Err(error) => tracing::warn!(%error, "Could not replay access.acct; Simultaneous-Use starts from no sessions."),
+            },
+            _ = shutdown.changed() => return,
+        }
+
+        let (audit_stop, audit_stop_rx) = watch::channel(false);
+        let audit_task = tokio::spawn(audit_loop(
+            audit_rx,
+            shared.log.clone(),
+            shared.publish_timeout,
+            audit_stop_rx,
+        ));
+        let housekeeping = tokio::spawn(housekeeping(shared.clone(), position, shutdown.clone()));
+
+        let max_in_flight = shared.config.max_in_flight.max(1);
+        let in_flight = Arc::new(Semaphore::new(max_in_flight));
+        tracing::info!(auth = ?auth_addr, acct = ?acct_addr, "RADIUS server listening.");
+        shared.listening.store(true, Ordering::Relaxed);
+        let auth = tokio::spawn(recv_loop(
+            shared.clone(),
+            Arc::new(sockets.auth),
+            Kind::Access,
+            in_flight.clone(),
+            shutdown.clone(),
+        ));
+        let acct = tokio::spawn(recv_loop(
+            shared.clone(),
+            Arc::new(sockets.acct),
+            Kind::Accounting,
+            in_flight.clone(),
+            shutdown.clone(),
+        ));
+        let _ = tokio::join!(auth, acct);
+        shared.listening.store(false, Ordering::Relaxed);
+
+        // Requests in flight may be waiting on a publish; give them that long.
+        let drain = shared.publish_timeout.saturating_mul(2) + Duration::from_secs(1);
+        if tokio::time::timeout(drain, in_flight.acquire_many(max_in_flight as u32))
+            .await
+            .is_err()
+        {
+            tracing::warn!("RADIUS requests still in flight at shutdown were abandoned.");
+        }
+        let _ = audit_stop.send(true);
+        if tokio::time::timeout(drain, audit_task).await.is_err() {
+            tracing::warn!("Audit events still queued at shutdown were abandoned.");
+        }
+        housekeeping.abort();
+        tracing::info!("RADIUS server stopped.");
+    }
+}
+
+/// How far the projection has read the log.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    since: DateTime<Utc>,
+    last_sequence: Option<u64>,
+}
+
+impl Position {
+    fn start(since: DateTime<Utc>) -> Self {
+        Position {
+            since,
+            last_sequence: None,
+        }
+    }
+}
+
+/// Applies every `access.acct` after `position` to the projection and moves it on.
+/// Events at the boundary instant are read again and skipped by sequence.
+async fn catch_up<D>(shared: &Shared<D>, position: &mut Position) -> Result<u64, RadiusError> {
+    let mut stream = shared
+        .log
+        .replay_stream(AccessAcct::EVENT_TYPE, position.since);
+    let mut applied = 0;
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        if position
+            .last_sequence
+            .is_some_and(|last| event.sequence <= last)
+        {
+            continue;
+        }
+        position.last_sequence = Some(event.sequence);
+        position.since = event.published_at;
+        match decode::<AccessAcct>(&event.payload) {
+            Ok(envelope) => {
+                shared.apply(&envelope.payload);
+                applied += 1;
+            }
+            // One bad event must not stop the projection.
+            Err(error) => {
+                tracing::warn!(event_id = %event.id, %error, "Skipped an undecodable access.acct event.")
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// Every `access.acct` since `since`, decoded, in log order: what `pampa sessions` and
+/// `pampa usage` feed to [`Sessions`] and [`crate::UsageBuilder`].
+pub fn acct_events(
+    log: &EventLog,
+    since: DateTime<Utc>,
+) -> BoxStream<'static, Result<AccessAcct, RadiusError>> {
+    log.replay_stream(AccessAcct::EVENT_TYPE, since)
+        .map(|event| {
+            let event = event?;
+            decode::<AccessAcct>(&event.payload)
+                .map(|e| e.payload)
+                .map_err(|source| RadiusError::Event {
+                    id: event.id,
+                    source,
+                })
+        })
+        .boxed()
+}
+
+/// Expires stale sessions, and with `follow_interval` set, follows the log so the
+/// sessions other radius processes record are counted too.
+async fn housekeeping<D>(
+    shared: Arc<Shared<D>>,
+    mut position: Position,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let period = shared
+        .config
+        .follow_interval
+        .unwrap_or(Duration::from_secs(60))
+        .max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if shared.config.follow_interval.is_some() {
+            if let Err(error) = catch_up(&shared, &mut position).await {
+                tracing::warn!(%error, "Could not follow access.acct; retrying.");
+            }
+        }
+        if let Ok(age) = chrono::Duration::from_std(shared.config.max_session_age) {
+            let mut sessions = shared.sessions();
+            sessions.expire(Utc::now() - age);
+            ::metrics::gauge!(metrics::ACTIVE_SESSIONS).set(sessions.len() as f64);
+        }
+    }
+}
+
+/// Audit publishes in flight at once: enough for the embedded log to group many into
+/// one fsync at thousands of logins a second.
+const AUDIT_CONCURRENCY: usize = 256;
+
+/// Publishes `access.auth` events off the request path, a bounded number at once so
+/// the embedded log can group-commit them.
+async fn audit_loop(
+    mut rx: mpsc::Receiver<AccessAuth>,
+    log: EventLog,
+    publish_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(AUDIT_CONCURRENCY));
+    loop {
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            _ = stop.changed() => { rx.close(); rx.recv().await }
+        };
+        let Some(event) = next else { break };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let log = log.clone();
+        tokio::spawn(async move {
+            let envelope = Envelope::root(new_id(), acct::SOURCE, event);
+            let published = match OutgoingEvent::from_envelope(&envelope) {
+                Ok(out) => matches!(
+                    tokio::time::timeout(publish_timeout, log.publish(&out)).await,
+                    Ok(Ok(_))
+                ),
+                Err(_) => false,
+            };
+            if !published {
+                ::metrics::counter!(metrics::AUDIT_LOST_TOTAL, "reason" => "publish_failed")
+                    .increment(1);
+                tracing::warn!(event_id = %envelope.id, "An access.auth audit event was not recorded.");
+            }
+            drop(permit);
+        });
+    }
+    // Wait for the publishes still running.
+    let _ = permits.acquire_many(AUDIT_CONCURRENCY as u32).await;
+}
+
+async fn recv_loop<D: RadiusDirectory>(
+    shared: Arc<Shared<D>>,
+    socket: Arc<UdpSocket>,
+    kind: Kind,
+    in_flight: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Anything past 4096 bytes is padding (RFC 2865 §3), so a bigger buffer buys nothing.
+    let mut buf = vec![0u8; MAX_PACKET_LEN];
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = shutdown.changed() => break,
+        };
+        let (n, peer) = match received {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::debug!(%error, "Receiving a RADIUS datagram failed.");
+                continue;
+            }
+        };
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            dropped(kind, "overloaded");
+            continue;
+        };
+        let data = buf[..n].to_vec();
+        let shared = shared.clone();
+        let socket = socket.clone();
+        let span = tracing::debug_span!(
+            "radius_request",
+            kind = kind.label(),
+            %peer,
+            id = tracing::field::Empty,
+            nas = tracing::field::Empty,
+            user = tracing::field::Empty,
+            event_id = tracing::field::Empty,
+        );
+        tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let answered = match kind {
+                    Kind::Access => handle_access(&shared, &socket, &data, peer).await,
+                    Kind::Accounting => handle_accounting(&shared, &socket, &data, peer).await,
+                };
+                if answered {
+                    ::metrics::histogram!(metrics::REQUEST_DURATION_SECONDS, "kind" => kind.label())
+                        .record(started.elapsed().as_secs_f64());
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
+    if let Err(error) = socket.send_to(bytes, peer).await {
+        tracing::debug!(%error, "Sending a RADIUS reply failed.");
+    }
+}
+
+/// Decodes, finds the NAS, and counts it: the steps both ports share.
+async fn admit<'a, D: RadiusDirectory>(
+    shared: &Shared<D>,
+    kind: Kind,
+    data: &'a [u8],
+    peer: SocketAddr,
+) -> Option<(Packet<'a>, NasClient)> {
+    let packet = match Packet::decode(data) {
+        Ok(p) => p,
+        Err(e) => {
+            dropped(kind, malformed_reason(e.reason()));
+            return None;
+        }
+    };
+    tracing::Span::current().record("id", packet.identifier);
+    let nas = match shared.directory.nas(peer.ip()).await {
+        Ok(Some(nas)) => nas,
+        Ok(None) => {
+            dropped(kind, "unknown_nas");
+            return None;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "The directory failed to look up a NAS.");
+            dropped(kind, "directory_error");
+            return None;
+        }
+    };
+    tracing::Span::current().record("nas", nas.network.as_str());
+    ::metrics::counter!(metrics::NAS_REQUESTS_TOTAL, "nas" => nas.network.clone(), "kind" => kind.label())
+        .increment(1);
+    Some((packet, nas))
+}
+
+fn malformed_reason(reason: &'static str) -> &'static str {
+    match reason {
+        "too_short" => "malformed_too_short",
+        "bad_length" => "malformed_bad_length",
+        "truncated" => "malformed_truncated",
+        "unknown_code" => "malformed_unknown_code",
+        "bad_attribute_length" => "malformed_bad_attribute_length",
+        _ => "malformed_bad_attribute_value",
+    }
+}
+
+/// One Access-Request (or Status-Server). Returns whether a reply was sent.
+async fn handle_access<D: RadiusDirectory>(
+    shared: &Arc<Shared<D>>,
+    socket: &UdpSocket,
+    data: &[u8],
+    peer: SocketAddr,
+) -> bool {
+    let Some((packet, nas)) = admit(shared, Kind::Access, data, peer).await else {
+        return false;
+    };
+    if !matches!(packet.code, Code::AccessRequest | Code::StatusServer) {
+        dropped(Kind::Access, "unexpected_code");
+        return false;
+    }
+    match crypto::verify_message_authenticator(&packet, &nas.secret) {
+        MessageAuthenticator::Valid => {}
+        MessageAuthenticator::Invalid => {
+            dropped(Kind::Access, "bad_message_authenticator");
+            return false;
+        }
+        // Status-Server always needs one (RFC 5997 §3).
+        MessageAuthenticator::Absent
+            if nas.require_message_authenticator || packet.code == Code::StatusServer =>
+        {
+            dropped(Kind::Access, "missing_message_authenticator");
+            return false;
+        }
+        MessageAuthenticator::Absent => {}
+    }
+    if packet.code == Code::StatusServer {
+        let mut w = PacketWriter::new(Code::AccessAccept, packet.identifier);
+        w.message_authenticator();
+        if let Ok(reply) = crypto::finish_reply(w, &nas.secret, &packet.authenticator) {
+            send(socket, &reply, peer).await;
+        }
+        return true;
+    }
+
+    let key = (peer, packet.identifier, packet.authenticator);
+    match shared.replies.begin(key, Instant::now()) {
+        Begin::New => {}
+        Begin::Cached(reply) => {
+            ::metrics::counter!(metrics::DUPLICATES_TOTAL, "kind" => "access").increment(1);
+            tracing::debug!("Answered a retransmitted Access-Request from the reply cache.");
+            send(socket, &reply, peer).await;
+            return true;
+        }
+        Begin::InProgress => {
+            ::metrics::counter!(metrics::DUPLICATES_TOTAL, "kind" => "access").increment(1);
+            dropped(Kind::Access, "in_progress");
+            return false;
+        }
+    }
+
+    let decision = match auth::decide(shared, &packet, &nas).await {
+        Ok(d) => d,
+        Err(auth::Undecided(reason)) => {
+            shared.replies.abort(&key);
+            dropped(Kind::Access, reason);
+            return false;
+        }
+    };
+    tracing::Span::current().record("user", decision.address.as_deref().unwrap_or(""));
+    let reply = match auth::reply(&packet, &nas, &decision) {
+        Ok(r) => Arc::<[u8]>::from(r),
+        Err(error) => {
+            // A profile attribute too long for RADIUS: the directory holds bad data.
+            tracing::warn!(%error, "Could not encode an Access-Accept; rejecting nothing, dropping.");
+            shared.replies.abort(&key);
+            dropped(Kind::Access, "encode_error");
+            return false;
+        }
+    };
+    shared.replies.complete(&key, reply.clone());
+    send(socket, &reply, peer).await;
+
+    let result = match decision.result {
+        pampa_schemas::AuthResult::Accept => "accept",
+        pampa_schemas::AuthResult::Reject => "reject",
+    };
+    ::metrics::counter!(metrics::REQUESTS_TOTAL, "kind" => "access", "result" => result)
+        .increment(1);
+    tracing::debug!(result, method = decision.method.name(), reason = %decision.reason, "Decided an Access-Request.");
+
+    // The audit event is published after the reply and off the request path: a slow or
+    // unavailable log must not slow or stop logins (at thousands of auths a second, an
+    // fsync per reply would), and an auth decision is not billing data. The queue is
+    // bounded, and every event lost to a full queue or a failed publish is counted in
+    // `pampa_radius_audit_lost_total`, so the gap is visible. Accounting, which is
+    // billing data, is the opposite: no reply until durable.
+    if let Err(e) = shared
+        .audit
+        .try_send(auth::audit_event(&packet, peer.ip(), &decision))
+    {
+        let reason = match e {
+            mpsc::error::TrySendError::Full(_) => "queue_full",
+            mpsc::error::TrySendError::Closed(_) => "publish_failed",
+        };
+        ::metrics::counter!(metrics::AUDIT_LOST_TOTAL, "reason" => reason).increment(1);
+    }
+    true
+}
+
+/// One Accounting-Request: answered only once its event is durable.
+async fn handle_accounting<D: RadiusDirectory>(
+    shared: &Arc<Shared<D>>,
+    socket: &UdpSocket,
+    data: &[u8],
+    peer: SocketAddr,
+) -> bool {
+    let Some((packet, nas)) = admit(shared, Kind::Accounting, data, peer).await else {
+        return false;
+    };
+    if packet.code == Code::StatusServer {
+        if crypto::verify_message_authenticator(&packet, &nas.secret) != MessageAuthenticator::Valid
+        {
+            dropped(Kind::Accounting, "bad_message_authenticator");
+            return false;
+        }
+        let w = PacketWriter::new(Code::AccountingResponse, packet.identifier);
+        if let Ok(reply) = crypto::finish_reply(w, &nas.secret, &packet.authenticator) {
+            send(socket, &reply, peer).await;
+        }
+        return true;
+    }
+    if packet.code != Code::AccountingRequest {
+        dropped(Kind::Accounting, "unexpected_code");
+        return false;
+    }
+    // The authenticator covers the whole packet, so it also stands for any
+    // Message-Authenticator the NAS added.
+    if !crypto::verify_accounting_request(&packet, &nas.secret) {
+        dropped(Kind::Accounting, "bad_authenticator");
+        return false;
+    }
+    let result = match acct::record_of(&packet, peer.ip(), Utc::now()) {
+        Err(e) => {
+            dropped(Kind::Accounting, malformed_reason(e.reason()));
+            return false;
+        }
+        // A status we do not record (Tunnel-Start, Failed…) is still answered: left
+        // unanswered the NAS would retransmit it forever and may stall its queue.
+        Ok(None) => "ignored",
+        Ok(Some(record)) => {
+            let key = acct::dedup_key(&packet, peer.ip(), &record);
+            let mut envelope = Envelope::root(acct::event_id(&key), acct::SOURCE, record);
+            envelope.correlation_id = acct::session_correlation_id(&envelope.payload);
+            envelope.occurred_at = envelope.payload.event_time;
+            tracing::Span::current().record("event_id", envelope.id.as_str());
+            let published = match OutgoingEvent::from_envelope(&envelope) {
+                Ok(out) => tokio::time::timeout(shared.publish_timeout, shared.log.publish(&out))
+                    .await
+                    .map_err(|_| "timeout".to_owned())
+                    .and_then(|r| r.map_err(|e| e.to_string())),
+                Err(e) => Err(e.to_string()),
+            };
+            match published {
+                Ok(ack) => {
+                    // With `follow_interval` the follower applies every event in log
+                    // order, ours included; otherwise apply it now, once.
+                    if !ack.duplicate && shared.config.follow_interval.is_none() {
+                        shared.apply(&envelope.payload);
+                    }
+                    if ack.duplicate {
+                        ::metrics::counter!(metrics::DUPLICATES_TOTAL, "kind" => "accounting")
+                            .increment(1);
+                        "duplicate"
+                    } else {
+                        "recorded"
+                    }
+                }
+                Err(error) => {
+                    ::metrics::counter!(metrics::ACCT_UNACKNOWLEDGED_TOTAL).increment(1);
+                    dropped(Kind::Accounting, "publish_failed");
+                    tracing::warn!(%error, event_id = %envelope.id, "An accounting record was not made durable; the NAS will retransmit it.");
+                    return false;
+                }
+            }
+        }
+    };
+    let mut w = PacketWriter::new(Code::AccountingResponse, packet.identifier);
+    if auth::copy_proxy_state(&packet, &mut w).is_err() {
+        dropped(Kind::Accounting, "encode_error");
+        return false;
+    }
+    match crypto::finish_reply(w, &nas.secret, &packet.authenticator) {
+        Ok(reply) => send(socket, &reply, peer).await,
+        Err(_) => {
+            dropped(Kind::Accounting, "encode_error");
+            return false;
+        }
+    }
+    ::metrics::counter!(metrics::REQUESTS_TOTAL, "kind" => "accounting", "result" => result)
+        .increment(1);
+    tracing::debug!(result, "Answered an Accounting-Request.");
+    true
+}
