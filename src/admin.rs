@@ -1,9 +1,11 @@
-//! The administrative commands: domains, users, dead letters.
+//! The administrative commands: domains, users (and their RADIUS settings), dead letters.
+
+use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use pampa_bus::{runner, EventLog, OutgoingEvent, StoredEvent};
-use pampa_directory::Directory;
+use pampa_directory::{Directory, DirectoryError, RadiusProfile, RadiusUser};
 use pampa_schemas::{derive_id, subjects};
 use serde::Serialize;
 
@@ -71,6 +73,214 @@ pub enum UserAction {
         /// The level: strict, normal, tolerant or off.
         level: String,
     },
+    /// Set a user's RADIUS settings (the options given; the others are kept), or show
+    /// them: with --show, --json or no option at all. The user logs in to RADIUS with
+    /// their mail password (PAP); CHAP and MS-CHAPv2 need --chap-secret.
+    Radius(RadiusArgs),
+}
+
+/// `pampa user radius ADDR …`.
+#[derive(clap::Args)]
+pub struct RadiusArgs {
+    /// The address.
+    address: String,
+    /// A secret for CHAP and MS-CHAPv2, STORED IN CLEARTEXT: both methods need the
+    /// password itself on the server side, which the argon2 hash of the mail password
+    /// cannot give. Without one, only PAP works for this user. Use a password distinct
+    /// from the mail password.
+    #[arg(long, value_name = "S", conflicts_with = "no_chap_secret")]
+    chap_secret: Option<String>,
+    /// Delete the CHAP secret: CHAP and MS-CHAPv2 are refused from now on.
+    #[arg(long)]
+    no_chap_secret: bool,
+    /// Session-Timeout: the longest session, in seconds.
+    #[arg(long, value_name = "SECS")]
+    session_timeout: Option<u32>,
+    /// Idle-Timeout: the longest idle time, in seconds.
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<u32>,
+    /// Framed-IP-Address: a fixed IPv4 address (replaces a framed pool).
+    #[arg(long, value_name = "IP", conflicts_with = "framed_pool")]
+    framed_ip: Option<Ipv4Addr>,
+    /// Framed-Pool: the name of an address pool on the NAS (replaces a framed IP).
+    #[arg(long, value_name = "NAME")]
+    framed_pool: Option<String>,
+    /// Class: a tag the NAS echoes in its accounting (a plan name, say).
+    #[arg(long, value_name = "TEXT")]
+    class: Option<String>,
+    /// Simultaneous-Use: how many sessions may be open at once.
+    #[arg(long, value_name = "N")]
+    simultaneous_use: Option<u32>,
+    /// Remove a setting (may be repeated).
+    #[arg(long, value_enum, value_name = "SETTING")]
+    unset: Vec<RadiusSetting>,
+    /// Show the settings (after any change).
+    #[arg(long)]
+    show: bool,
+    /// Show the settings as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A setting `pampa user radius --unset` can remove.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RadiusSetting {
+    SessionTimeout,
+    IdleTimeout,
+    FramedIp,
+    FramedPool,
+    Class,
+    SimultaneousUse,
+}
+
+impl RadiusArgs {
+    fn changes_anything(&self) -> bool {
+        self.chap_secret.is_some()
+            || self.no_chap_secret
+            || self.session_timeout.is_some()
+            || self.idle_timeout.is_some()
+            || self.framed_ip.is_some()
+            || self.framed_pool.is_some()
+            || self.class.is_some()
+            || self.simultaneous_use.is_some()
+            || !self.unset.is_empty()
+    }
+
+    /// The settings this command sets, to refuse an `--unset` of the same one.
+    fn sets(&self, setting: RadiusSetting) -> bool {
+        match setting {
+            RadiusSetting::SessionTimeout => self.session_timeout.is_some(),
+            RadiusSetting::IdleTimeout => self.idle_timeout.is_some(),
+            RadiusSetting::FramedIp => self.framed_ip.is_some(),
+            RadiusSetting::FramedPool => self.framed_pool.is_some(),
+            RadiusSetting::Class => self.class.is_some(),
+            RadiusSetting::SimultaneousUse => self.simultaneous_use.is_some(),
+        }
+    }
+
+    /// `profile` with this command's removals, then its settings, applied.
+    fn apply(&self, mut profile: RadiusProfile) -> RadiusProfile {
+        for setting in &self.unset {
+            match setting {
+                RadiusSetting::SessionTimeout => profile.session_timeout = None,
+                RadiusSetting::IdleTimeout => profile.idle_timeout = None,
+                RadiusSetting::FramedIp => profile.framed_ip = None,
+                RadiusSetting::FramedPool => profile.framed_pool = None,
+                RadiusSetting::Class => profile.class = None,
+                RadiusSetting::SimultaneousUse => profile.simultaneous_use = None,
+            }
+        }
+        if let Some(seconds) = self.session_timeout {
+            profile.session_timeout = Some(seconds);
+        }
+        if let Some(seconds) = self.idle_timeout {
+            profile.idle_timeout = Some(seconds);
+        }
+        // A fixed address and a pool are alternatives: setting one drops the other.
+        if let Some(ip) = self.framed_ip {
+            profile.framed_ip = Some(ip);
+            profile.framed_pool = None;
+        }
+        if let Some(pool) = &self.framed_pool {
+            profile.framed_pool = Some(pool.clone());
+            profile.framed_ip = None;
+        }
+        if let Some(class) = &self.class {
+            profile.class = Some(class.clone());
+        }
+        if let Some(n) = self.simultaneous_use {
+            profile.simultaneous_use = Some(n);
+        }
+        profile
+    }
+}
+
+/// A user's RADIUS settings as `pampa user radius --show` prints them: the CHAP secret
+/// only as set or not, since it is a cleartext password.
+#[derive(Serialize)]
+struct RadiusView {
+    address: String,
+    chap_secret_set: bool,
+    #[serde(flatten)]
+    profile: RadiusProfile,
+}
+
+fn show_radius(user: RadiusUser, json: bool) -> Result<()> {
+    let view = RadiusView {
+        address: user.address,
+        chap_secret_set: user.chap_secret.is_some(),
+        profile: user.profile,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    let unset = || "-".to_owned();
+    let seconds = |s: Option<u32>| s.map_or_else(unset, |s| format!("{s} s"));
+    let p = &view.profile;
+    let rows = vec![
+        vec!["address".into(), view.address.clone()],
+        vec![
+            "chap secret".into(),
+            if view.chap_secret_set {
+                "set (CHAP and MS-CHAPv2 allowed)".into()
+            } else {
+                "not set (PAP only)".into()
+            },
+        ],
+        vec!["session timeout".into(), seconds(p.session_timeout)],
+        vec!["idle timeout".into(), seconds(p.idle_timeout)],
+        vec![
+            "framed ip".into(),
+            p.framed_ip.map_or_else(unset, |ip| ip.to_string()),
+        ],
+        vec![
+            "framed pool".into(),
+            p.framed_pool.clone().unwrap_or_else(unset),
+        ],
+        vec!["class".into(), p.class.clone().unwrap_or_else(unset)],
+        vec![
+            "simultaneous use".into(),
+            p.simultaneous_use
+                .map_or_else(|| "no limit".into(), |n| n.to_string()),
+        ],
+    ];
+    table::print(&["SETTING", "VALUE"], &rows);
+    Ok(())
+}
+
+async fn user_radius(dir: &Directory, args: RadiusArgs) -> Result<()> {
+    if let Some(both) = args.unset.iter().find(|s| args.sets(**s)) {
+        let name = both
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        bail!("--{name} and --unset {name} contradict each other; give one of them");
+    }
+    let known = |user: Option<RadiusUser>| {
+        user.ok_or_else(|| DirectoryError::UnknownUser(args.address.clone()))
+    };
+    let mut user = known(dir.radius_user(&args.address).await?)?;
+    if args.changes_anything() {
+        let profile = args.apply(user.profile.clone());
+        let chap_secret = if args.no_chap_secret {
+            None
+        } else {
+            args.chap_secret.clone().or(user.chap_secret.clone())
+        };
+        dir.set_radius_profile(&user.address, chap_secret.as_deref(), &profile)
+            .await
+            .with_context(|| format!("cannot change the RADIUS settings of {}", user.address))?;
+        if !args.show && !args.json {
+            println!("Changed the RADIUS settings of {}.", user.address);
+            if args.chap_secret.is_some() {
+                println!("Its CHAP secret is stored in cleartext (CHAP and MS-CHAPv2 need it).");
+            }
+            return Ok(());
+        }
+        user = known(dir.radius_user(&user.address).await?)?;
+    }
+    show_radius(user, args.json)
 }
 
 #[derive(Subcommand)]
@@ -178,6 +388,7 @@ pub async fn user(config: &Config, action: UserAction) -> Result<()> {
             dir.set_level(&address, &level).await?;
             println!("{address} now uses level {level}.");
         }
+        UserAction::Radius(args) => user_radius(&dir, args).await?,
     }
     Ok(())
 }

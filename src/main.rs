@@ -2,10 +2,13 @@
 
 mod admin;
 mod config;
+mod events;
 mod feedback;
 mod http;
 mod lists;
+mod nas;
 mod plot;
+mod radius_directory;
 mod recover;
 mod replay;
 mod roles;
@@ -50,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         action: admin::UserAction,
     },
+    /// Manage the NAS clients the RADIUS server answers (source network, shared secret).
+    Nas {
+        #[command(subcommand)]
+        action: nas::NasAction,
+    },
     /// Show one message's whole history from the event log.
     Trace {
         /// The id from "250 2.0.0 Ok: queued as ID", or the message's Message-ID header.
@@ -84,6 +92,8 @@ enum Command {
     /// Deliver a discarded or quarantined message to the recipient's inbox after all,
     /// while its body is still retained.
     Recover(recover::RecoverArgs),
+    /// Print the events of one subject (`access.acct`, `mail.>` …) from the log.
+    Events(events::EventsArgs),
     /// Inspect and re-queue dead letters.
     Dead {
         #[command(subcommand)]
@@ -128,10 +138,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Domain { action } => admin::domain(&config, action).await,
         Command::User { action } => admin::user(&config, action).await,
         Command::Dead { action } => admin::dead(&config, action).await,
+        Command::Nas { action } => nas::nas(&config, action).await,
         Command::List { list } => lists::list(&config, list).await,
         Command::Addressbook { action } => lists::addressbook(&config, action).await,
         Command::Trace { message_id, json } => trace::trace(&config, &message_id, json).await,
         Command::Train(args) => train::train(&config, &args).await,
+        Command::Events(args) => events::events(&config, &args).await,
         Command::Feedback(args) => feedback::feedback(&config, &args).await,
         Command::Recover(args) => recover::recover(&config, &args).await,
         Command::Score(args) => scoring::score(&config, &args),

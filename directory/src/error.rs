@@ -32,6 +32,45 @@ pub enum DirectoryError {
     /// The domain still has users.
     #[error("domain {0} still has {1} user(s); remove them first")]
     DomainInUse(String, i64),
+    /// A NAS network is neither an IP address nor a CIDR, or has host bits set.
+    #[error("invalid network {network:?}: {reason}")]
+    InvalidNetwork {
+        /// The text as given.
+        network: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A shared or CHAP secret is refused. The message says why and how long it is, but
+    /// never repeats the secret.
+    #[error("invalid {what}: {reason}")]
+    InvalidSecret {
+        /// Which secret (`shared secret`, `CHAP secret`).
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A RADIUS setting is out of range or malformed.
+    #[error("invalid {setting} {value:?}: {reason}")]
+    InvalidRadiusSetting {
+        /// Which setting (`session timeout`, `framed IP`, …).
+        setting: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No NAS client is registered as this network.
+    #[error("no NAS client is registered as {0} (see `pampa nas list`)")]
+    UnknownNas(String),
+    /// A stored value no longer parses (the table was edited by hand); retrying will not
+    /// help.
+    #[error("stored {what} is invalid: {reason}")]
+    Corrupt {
+        /// Which value, and whose.
+        what: String,
+        /// Why it does not parse.
+        reason: String,
+    },
     /// Hashing a password failed.
     #[error("password hashing failed: {0}")]
     Hash(String),

@@ -5,21 +5,27 @@
 //! `Any` driver; each backend has its own migrations, because their DDL differs.
 //!
 //! # Layout
-//! - [`error`]: [`DirectoryError`].
+//! - `error`: [`DirectoryError`].
 //! - [`address`]: parsing and normalising mail addresses.
 //! - `store`: [`Directory`], the connection, migrations and queries.
 //! - [`lists`]: allow and block lists (per user and global), the address book, and the
 //!   one lookup the `whitelist` stage makes per recipient.
-//! - `password`: argon2 hashing.
+//! - [`radius`]: NAS clients and users' RADIUS profiles (CHAP secret, reply attributes,
+//!   limits), as the RADIUS server looks them up.
+//! - `password`: argon2 hashing, and [`verify_password_hash`] for callers that hold the
+//!   stored hash already.
 #![warn(missing_docs)]
 
 pub mod address;
 mod error;
 pub mod lists;
 mod password;
+pub mod radius;
 mod store;
 
 pub use address::Address;
 pub use error::DirectoryError;
 pub use lists::{Contact, ImportReport, ListEntry, ListKind, ListMatch, ListPattern, ListScope};
+pub use password::verify as verify_password_hash;
+pub use radius::{NasClient, RadiusProfile, RadiusUser};
 pub use store::{Backend, Directory, SpamLevel, User};

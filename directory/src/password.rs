@@ -15,7 +15,10 @@ pub(crate) fn hash(password: &str) -> Result<String, DirectoryError> {
         .map_err(|e| DirectoryError::Hash(e.to_string()))
 }
 
-pub(crate) fn verify(password: &str, stored: &str) -> bool {
+/// Whether `password` matches `stored`, an argon2 PHC string as the directory keeps it.
+/// A stored value that does not parse matches nothing. Deliberately slow (argon2): run it
+/// off the async workers when requests arrive in bulk.
+pub fn verify(password: &str, stored: &str) -> bool {
     PasswordHash::new(stored)
         .map(|parsed| {
             Argon2::default()

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
 use pampa_schemas::{
-    decode, decode_head, encode, BlobRef, ClientInfo, CodecError, Decision, DeliveryOutcome,
-    Disposition, Envelope, Event, LevelSnapshot, MailAnalysis, MailDelivered, MailFeedback,
-    MailReceived, RecipientDelivery, RecipientLevel, Tag, Verdict,
+    decode, decode_head, encode, AccessAcct, AccessAuth, AcctStatus, AuthResult, BlobRef,
+    ClientInfo, CodecError, Decision, DeliveryOutcome, Disposition, Envelope, Event, LevelSnapshot,
+    MailAnalysis, MailDelivered, MailFeedback, MailReceived, RecipientDelivery, RecipientLevel,
+    Tag, Verdict,
 };
 use serde::{Deserialize, Serialize};
 
@@ -163,6 +164,63 @@ fn feedback() -> Envelope<MailFeedback> {
 #[test]
 fn mail_feedback_v1_decodes() {
     check_golden("mail.feedback.v1.msgpack", feedback());
+}
+
+fn access_auth() -> Envelope<AccessAuth> {
+    let mut event = Envelope::root(
+        "0193a1b2-0000-7000-8000-0000000000a1".into(),
+        "radius",
+        AccessAuth {
+            user: "alice".into(),
+            address: Some("alice@example.org".into()),
+            nas_ip: "192.0.2.7".into(),
+            nas_identifier: Some("bras-1".into()),
+            nas_port: Some(42),
+            calling_station_id: Some("02-00-00-00-00-01".into()),
+            method: "pap".into(),
+            result: AuthResult::Reject,
+            reason: "bad password".into(),
+        },
+    );
+    event.occurred_at = Utc.with_ymd_and_hms(2026, 11, 27, 14, 0, 0).unwrap();
+    event
+}
+
+#[test]
+fn access_auth_v1_decodes() {
+    check_golden("access.auth.v1.msgpack", access_auth());
+}
+
+fn access_acct() -> Envelope<AccessAcct> {
+    let mut event = Envelope::root(
+        "0193a1b2-0000-7000-8000-0000000000a2".into(),
+        "radius",
+        AccessAcct {
+            status: AcctStatus::InterimUpdate,
+            nas_ip: "192.0.2.7".into(),
+            nas_identifier: Some("bras-1".into()),
+            nas_port: Some(42),
+            user: Some("alice@example.org".into()),
+            session_id: Some("5F3A0001".into()),
+            framed_ip: Some("198.51.100.9".into()),
+            calling_station_id: Some("02-00-00-00-00-01".into()),
+            session_time: Some(3600),
+            // Above 2^32, so the fixture pins the Gigawords folding as a 64-bit count.
+            input_octets: Some(5 * (1 << 32) + 1234),
+            output_octets: Some(987_654_321),
+            input_packets: Some(4_000_000),
+            output_packets: Some(1_000_000),
+            terminate_cause: None,
+            event_time: Utc.with_ymd_and_hms(2026, 11, 27, 14, 59, 58).unwrap(),
+        },
+    );
+    event.occurred_at = Utc.with_ymd_and_hms(2026, 11, 27, 15, 0, 0).unwrap();
+    event
+}
+
+#[test]
+fn access_acct_v1_decodes() {
+    check_golden("access.acct.v1.msgpack", access_acct());
 }
 
 #[test]

@@ -1,0 +1,207 @@
+//! The SQL directory as the RADIUS server asks it: [`DirectoryForRadius`] implements
+//! `pampa_radius::RadiusDirectory` over `pampa_directory::Directory`.
+//!
+//! NAS lookups happen for every packet, including every packet of a flood from an unknown
+//! source, so they never go to SQL one by one: the whole NAS list is held in memory and
+//! reloaded when it is older than [`NAS_CACHE_TTL`]. The list is small (one row per NAS or
+//! NAS network) and bounded by what operators add, whereas a per-source-IP cache would grow
+//! with every spoofed address. The server may cache on top of this (its reply and password
+//! caches); this one only keeps SQL off the per-packet path.
+//!
+//! User lookups are not cached here: they happen once per Access-Request, which already
+//! costs an argon2 verification or a reply-cache hit, and a changed password or profile
+//! should apply at the next request.
+
+// The `radius` role is wired into `roles.rs` separately; until then only the tests here
+// construct the adapter. Remove this once `roles.rs` uses it.
+#![allow(dead_code)]
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
+
+use pampa_directory::{
+    radius::most_specific_nas, verify_password_hash, Directory, DirectoryError, NasClient,
+};
+use pampa_radius::directory::{self as radius, LookupError, RadiusDirectory};
+
+/// How long a loaded NAS list is used before it is read again: how soon `pampa nas add`
+/// and `pampa nas remove` take effect in a running server.
+pub const NAS_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// The NAS list as last read, and when.
+struct NasSnapshot {
+    loaded: Instant,
+    clients: Arc<Vec<NasClient>>,
+}
+
+/// `pampa_directory::Directory` adapted to the RADIUS server's `RadiusDirectory`, with the
+/// NAS list cached in memory for [`NAS_CACHE_TTL`].
+pub struct DirectoryForRadius {
+    directory: Directory,
+    ttl: Duration,
+    nas: RwLock<Option<NasSnapshot>>,
+    /// Held while the NAS list is reloaded, so a burst of packets that all find the list
+    /// stale causes one SQL query, not one each.
+    reload: tokio::sync::Mutex<()>,
+}
+
+impl DirectoryForRadius {
+    /// Adapts `directory`, caching the NAS list for [`NAS_CACHE_TTL`].
+    pub fn new(directory: Directory) -> Self {
+        Self::with_ttl(directory, NAS_CACHE_TTL)
+    }
+
+    /// Adapts `directory`, caching the NAS list for `ttl` (zero: read it every time).
+    pub fn with_ttl(directory: Directory, ttl: Duration) -> Self {
+        DirectoryForRadius {
+            directory,
+            ttl,
+            nas: RwLock::new(None),
+            reload: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The cached NAS list, if it is still fresh.
+    fn fresh_nas(&self) -> Option<Arc<Vec<NasClient>>> {
+        let snapshot = self.nas.read().unwrap_or_else(PoisonError::into_inner);
+        snapshot
+            .as_ref()
+            .filter(|s| s.loaded.elapsed() < self.ttl)
+            .map(|s| Arc::clone(&s.clients))
+    }
+
+    /// The NAS list, from memory or, when stale, from SQL. A failed reload is an error
+    /// (the server drops the packet and the NAS retransmits) rather than a stale answer,
+    /// so a removed NAS is never accepted for longer than the TTL.
+    async fn nas_list(&self) -> Result<Arc<Vec<NasClient>>, DirectoryError> {
+        if let Some(clients) = self.fresh_nas() {
+            return Ok(clients);
+        }
+        let _reloading = self.reload.lock().await;
+        if let Some(clients) = self.fresh_nas() {
+            return Ok(clients);
+        }
+        let clients = Arc::new(self.directory.list_nas().await?);
+        *self.nas.write().unwrap_or_else(PoisonError::into_inner) = Some(NasSnapshot {
+            loaded: Instant::now(),
+            clients: Arc::clone(&clients),
+        });
+        Ok(clients)
+    }
+}
+
+impl RadiusDirectory for DirectoryForRadius {
+    async fn nas(&self, ip: IpAddr) -> Result<Option<radius::NasClient>, LookupError> {
+        let clients = self.nas_list().await?;
+        Ok(
+            most_specific_nas(&clients, ip).map(|nas| radius::NasClient {
+                network: nas.network.to_string(),
+                secret: nas.secret.as_bytes().to_vec(),
+                require_message_authenticator: nas.require_message_authenticator,
+            }),
+        )
+    }
+
+    async fn user(&self, address: &str) -> Result<Option<radius::RadiusUser>, LookupError> {
+        let user = match self.directory.radius_user(address).await {
+            Ok(user) => user,
+            // A User-Name that is no address cannot be anyone: an unknown user, not a
+            // directory failure.
+            Err(DirectoryError::InvalidAddress(_)) => None,
+            Err(error) => return Err(error.into()),
+        };
+        Ok(user.map(|user| radius::RadiusUser {
+            address: user.address,
+            password_hash: user.password_hash,
+            chap_secret: user.chap_secret,
+            profile: radius::RadiusProfile {
+                session_timeout: user.profile.session_timeout,
+                idle_timeout: user.profile.idle_timeout,
+                framed_ip: user.profile.framed_ip,
+                framed_pool: user.profile.framed_pool,
+                class: user.profile.class,
+                simultaneous_use: user.profile.simultaneous_use,
+            },
+        }))
+    }
+
+    fn verify_password(&self, user: &radius::RadiusUser, password: &str) -> bool {
+        verify_password_hash(password, &user.password_hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pampa_directory::RadiusProfile;
+
+    async fn directory(tmp: &tempfile::TempDir) -> Directory {
+        let url = format!("sqlite://{}/dir.db", tmp.path().display());
+        Directory::connect(&url).await.unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn nas_lookups_come_from_the_cached_list() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = directory(&tmp).await;
+        dir.add_nas("192.0.2.0/24", "net-secret-1", false, None)
+            .await
+            .unwrap();
+        dir.add_nas("192.0.2.7", "host-secret-1", true, None)
+            .await
+            .unwrap();
+        let cached = DirectoryForRadius::new(dir.clone());
+        let nas = cached.nas(ip("192.0.2.7")).await.unwrap().unwrap();
+        assert_eq!(nas.network, "192.0.2.7/32");
+        assert_eq!(nas.secret, b"host-secret-1");
+        assert!(nas.require_message_authenticator);
+        let nas = cached.nas(ip("192.0.2.8")).await.unwrap().unwrap();
+        assert_eq!(nas.network, "192.0.2.0/24");
+        assert!(!nas.require_message_authenticator);
+        assert_eq!(cached.nas(ip("198.51.100.1")).await.unwrap(), None);
+
+        // Within the TTL a removal is not seen yet; with no TTL it is at once.
+        dir.remove_nas("192.0.2.7").await.unwrap();
+        let nas = cached.nas(ip("192.0.2.7")).await.unwrap().unwrap();
+        assert_eq!(nas.network, "192.0.2.7/32");
+        let uncached = DirectoryForRadius::with_ttl(dir, Duration::ZERO);
+        let nas = uncached.nas(ip("192.0.2.7")).await.unwrap().unwrap();
+        assert_eq!(nas.network, "192.0.2.0/24");
+    }
+
+    #[tokio::test]
+    async fn users_carry_their_profile_and_verify_with_argon2() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = directory(&tmp).await;
+        dir.add_domain("example.org").await.unwrap();
+        dir.add_user("alice@example.org", "alice-pw", "normal")
+            .await
+            .unwrap();
+        let profile = RadiusProfile {
+            session_timeout: Some(3600),
+            framed_pool: Some("pool-a".into()),
+            simultaneous_use: Some(1),
+            ..RadiusProfile::default()
+        };
+        dir.set_radius_profile("alice@example.org", Some("chap-pw"), &profile)
+            .await
+            .unwrap();
+        let adapter = DirectoryForRadius::new(dir);
+        let alice = adapter.user("alice@example.org").await.unwrap().unwrap();
+        assert_eq!(alice.chap_secret.as_deref(), Some("chap-pw"));
+        assert_eq!(alice.profile.session_timeout, Some(3600));
+        assert_eq!(alice.profile.framed_pool.as_deref(), Some("pool-a"));
+        assert_eq!(alice.profile.simultaneous_use, Some(1));
+        assert!(adapter.verify_password(&alice, "alice-pw"));
+        assert!(!adapter.verify_password(&alice, "chap-pw"));
+        assert_eq!(adapter.user("bob@example.org").await.unwrap(), None);
+        assert_eq!(adapter.user("not an address").await.unwrap(), None);
+    }
+}
