@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use pampa_bus::BusConfig;
 use pampa_ingest::SmtpConfig;
+use pampa_radius::RadiusConfig;
 use pampa_stages::{
     antivirus::AntivirusConfig, auth::AuthConfig, rbl::RblConfig, score::ScoreConfig,
     whitelist::WhitelistConfig, PipelineConfig,
@@ -31,6 +32,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Each stage's settings.
     pub stages: StagesConfig,
+    /// The RADIUS role: authentication and accounting for the NAS fleet.
+    pub radius: RadiusConfig,
 }
 
 /// The `[stages]` section: one table per stage.
@@ -75,6 +78,7 @@ impl Default for Config {
             deliver: DeliverConfig::default(),
             pipeline: PipelineConfig::default(),
             stages: StagesConfig::default(),
+            radius: RadiusConfig::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ mod recover;
 mod replay;
 mod roles;
 mod scoring;
+mod sessions;
 mod table;
 mod trace;
 mod train;
@@ -92,6 +93,10 @@ enum Command {
     /// Deliver a discarded or quarantined message to the recipient's inbox after all,
     /// while its body is still retained.
     Recover(recover::RecoverArgs),
+    /// The access sessions open now, projected from the accounting events.
+    Sessions(sessions::SessionsArgs),
+    /// One user's time online and traffic in a month, from the accounting events.
+    Usage(sessions::UsageArgs),
     /// Print the events of one subject (`access.acct`, `mail.>` …) from the log.
     Events(events::EventsArgs),
     /// Inspect and re-queue dead letters.
@@ -144,6 +149,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Trace { message_id, json } => trace::trace(&config, &message_id, json).await,
         Command::Train(args) => train::train(&config, &args).await,
         Command::Events(args) => events::events(&config, &args).await,
+        Command::Sessions(args) => sessions::sessions(&config, &args).await,
+        Command::Usage(args) => sessions::usage(&config, &args).await,
         Command::Feedback(args) => feedback::feedback(&config, &args).await,
         Command::Recover(args) => recover::recover(&config, &args).await,
         Command::Score(args) => scoring::score(&config, &args),

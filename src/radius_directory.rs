@@ -12,10 +12,6 @@
 //! costs an argon2 verification or a reply-cache hit, and a changed password or profile
 //! should apply at the next request.
 
-// The `radius` role is wired into `roles.rs` separately; until then only the tests here
-// construct the adapter. Remove this once `roles.rs` uses it.
-#![allow(dead_code)]
-
 use std::{
     net::IpAddr,
     sync::{Arc, PoisonError, RwLock},

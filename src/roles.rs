@@ -9,6 +9,7 @@ use pampa_bus::{EventLog, Handler, Runner};
 use pampa_deliver::Deliver;
 use pampa_directory::Directory;
 use pampa_ingest::Ingest;
+use pampa_radius::{Radius, RadiusHandle};
 use pampa_schemas::RECOVERED_EVENT_TYPE;
 use pampa_stages::{
     antivirus::Antivirus, auth::Auth, rbl::Rbl, score::Score, whitelist::Whitelist, Stage,
@@ -16,7 +17,7 @@ use pampa_stages::{
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
-use crate::{config::Config, http};
+use crate::{config::Config, http, radius_directory::DirectoryForRadius};
 
 /// The roles this build has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -35,6 +36,8 @@ pub enum Role {
     Score,
     /// Writes each recipient's copy to its mailbox store.
     Deliver,
+    /// RADIUS authentication and accounting.
+    Radius,
 }
 
 impl Role {
@@ -45,7 +48,7 @@ impl Role {
             Role::Antivirus => Some(StageName::Antivirus),
             Role::Auth => Some(StageName::Auth),
             Role::Score => Some(StageName::Score),
-            Role::Ingest | Role::Deliver => None,
+            Role::Ingest | Role::Deliver | Role::Radius => None,
         }
     }
 }
@@ -132,19 +135,24 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// The radius role as this process runs it.
+type RadiusRole = RadiusHandle<DirectoryForRadius>;
+
 fn readiness(
     backends: &Backends,
     ingest: Option<Ingest>,
+    radius: Option<RadiusRole>,
     probes: Vec<http::ReadinessCheck>,
 ) -> http::ReadinessCheck {
     let log = backends.log.clone();
     let directory = backends.directory.clone();
     let probes = Arc::new(probes);
     Arc::new(move || {
-        let (log, directory, ingest, probes) = (
+        let (log, directory, ingest, radius, probes) = (
             log.clone(),
             directory.clone(),
             ingest.clone(),
+            radius.clone(),
             probes.clone(),
         );
         Box::pin(async move {
@@ -154,6 +162,11 @@ fn readiness(
             if let Some(ingest) = &ingest {
                 if !ingest.is_listening() {
                     return Err("SMTP is not listening".to_owned());
+                }
+            }
+            if let Some(radius) = &radius {
+                if !radius.is_listening() {
+                    return Err("RADIUS is not listening".to_owned());
                 }
             }
             if !log.is_ready().await {
@@ -172,6 +185,7 @@ async fn start_metrics(
     config: &Config,
     backends: &Backends,
     ingest: Option<Ingest>,
+    radius: Option<RadiusRole>,
     tasks: &mut Tasks,
 ) -> Result<()> {
     let listener = TcpListener::bind(&config.metrics.listen)
@@ -180,10 +194,34 @@ async fn start_metrics(
     tasks.set.spawn(http::serve(
         listener,
         backends.prometheus.clone(),
-        readiness(backends, ingest, std::mem::take(&mut tasks.probes)),
+        readiness(backends, ingest, radius, std::mem::take(&mut tasks.probes)),
         tasks.shutdown.clone(),
     ));
     Ok(())
+}
+
+async fn start_radius(
+    config: &Config,
+    backends: &Backends,
+    tasks: &mut Tasks,
+) -> Result<RadiusRole> {
+    let radius = Radius::new(
+        config.radius.clone(),
+        DirectoryForRadius::new(backends.directory.clone()),
+        backends.log.clone(),
+        config.bus.publish_timeout,
+    );
+    let sockets = radius.bind().await.with_context(|| {
+        format!(
+            "cannot listen for RADIUS on {} and {}",
+            config.radius.auth_listen, config.radius.acct_listen
+        )
+    })?;
+    let handle = radius.handle();
+    tasks
+        .set
+        .spawn(radius.serve(sockets, tasks.shutdown.clone()));
+    Ok(handle)
 }
 
 async fn start_ingest(config: &Config, backends: &Backends, tasks: &mut Tasks) -> Result<Ingest> {
@@ -343,7 +381,15 @@ pub async fn up(config: Config) -> Result<()> {
     }
     start_deliver(&config, &backends, &mut tasks);
     let ingest = start_ingest(&config, &backends, &mut tasks).await?;
-    start_metrics(&config, &backends, Some(ingest.clone()), &mut tasks).await?;
+    let radius = start_radius(&config, &backends, &mut tasks).await?;
+    start_metrics(
+        &config,
+        &backends,
+        Some(ingest.clone()),
+        Some(radius),
+        &mut tasks,
+    )
+    .await?;
 
     let log_where = match &backends.log {
         EventLog::Embedded(_) => format!("embedded, in {}", config.data_dir.join("log").display()),
@@ -367,6 +413,10 @@ pub async fn up(config: Config) -> Result<()> {
         } else {
             stages.join(" -> ")
         }
+    );
+    println!(
+        "  RADIUS     auth on {}, accounting on {} (udp)",
+        config.radius.auth_listen, config.radius.acct_listen
     );
     println!(
         "  metrics    http://{}/metrics  (also /healthz and /readyz)",
@@ -396,10 +446,15 @@ pub async fn run(config: Config, role: Role) -> Result<()> {
         );
     }
     let mut tasks = Tasks::new();
+    let mut radius = None;
     let ingest = match role {
         Role::Ingest => Some(start_ingest(&config, &backends, &mut tasks).await?),
         Role::Deliver => {
             start_deliver(&config, &backends, &mut tasks);
+            None
+        }
+        Role::Radius => {
+            radius = Some(start_radius(&config, &backends, &mut tasks).await?);
             None
         }
         stage => {
@@ -410,7 +465,7 @@ pub async fn run(config: Config, role: Role) -> Result<()> {
             None
         }
     };
-    start_metrics(&config, &backends, ingest, &mut tasks).await?;
+    start_metrics(&config, &backends, ingest, radius, &mut tasks).await?;
     tracing::info!(role = ?role, "Role is running.");
     wait(tasks).await;
     Ok(())

@@ -317,6 +317,8 @@ class Pampa:
         self.data_dir = workdir / "data"
         self.smtp_port = free_port()
         self.metrics_port = free_port()
+        self.radius_auth_port = free_port()
+        self.radius_acct_port = free_port()
         self.config_path = workdir / "pampa.toml"
         self.log_path = workdir / "pampa.log"
         self.proc: subprocess.Popen | None = None
@@ -325,20 +327,31 @@ class Pampa:
         self.bus_conf: dict[str, Any] = {"url": bus_url, **(bus or {})}
         self.db_conf: dict[str, Any] = {"url": db_url} if db_url else {}
         self.smtp_conf: dict[str, Any] = {"listen": f"{LOCALHOST}:{self.smtp_port}", "hostname": "mx.test"}
+        self.radius_conf: dict[str, Any] = {
+            "auth_listen": f"{LOCALHOST}:{self.radius_auth_port}",
+            "acct_listen": f"{LOCALHOST}:{self.radius_acct_port}",
+        }
         # Raw TOML appended to the file, for sections the helpers above don't model
         # ([pipeline], [stages.*] with arrays of tables and floats).
         self.extra_toml = ""
         self.configure(smtp=smtp)
 
-    def configure(self, smtp: dict[str, Any] | None = None, bus: dict[str, Any] | None = None) -> None:
+    def configure(
+        self,
+        smtp: dict[str, Any] | None = None,
+        bus: dict[str, Any] | None = None,
+        radius: dict[str, Any] | None = None,
+    ) -> None:
         """Merges settings into the config and writes the file (takes effect at the next start)."""
         self.smtp_conf.update(smtp or {})
         self.bus_conf.update(bus or {})
+        self.radius_conf.update(radius or {})
         sections: dict[str, dict[str, Any]] = {
             "bus": self.bus_conf,
             "db": self.db_conf,
             "smtp": self.smtp_conf,
             "metrics": {"listen": self.metrics_listen},
+            "radius": self.radius_conf,
         }
         text = toml_document({"data_dir": str(self.data_dir)}, sections)
         self.config_path.write_text(text + ("\n" + self.extra_toml if self.extra_toml else ""))
