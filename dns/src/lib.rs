@@ -1,8 +1,9 @@
-//! The DNS role (authoritative zones, DNSBL mirrors, recursion) will live here.
-//!
-//! Nothing is implemented yet; the crate exists so the workspace has the layout of
-//! DESIGN.md §2 from the start.
+//! The DNS role: authoritative zones, local DNSBL mirror zones, recursion for subscribers,
+//! and every query as a `dns.query` event.
 //!
 //! # Layout
-//! Empty for now.
+//! - [`dnsbl`]: rbldnsd's `ip4set` and `dnset` datasets, held compactly and answered
+//!   per RFC 5782.
 #![warn(missing_docs)]
+
+pub mod dnsbl;

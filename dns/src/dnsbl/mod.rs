@@ -1,0 +1,1 @@
+//! DNSBL datasets in rbldnsd's formats (being written).
