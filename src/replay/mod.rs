@@ -128,6 +128,28 @@ struct DecisionView {
     disposition: Disposition,
 }
 
+impl ScoredView {
+    /// The facts a replay compares against, borrowed from the view.
+    fn recorded(&self) -> Recorded<'_> {
+        Recorded {
+            message_id: &self.received.message_id,
+            header_id: self.received.header_message_id.as_deref(),
+            tag_names: self.tags.iter().map(|t| t.name.as_str()).collect(),
+            copies: self
+                .recipients
+                .iter()
+                .map(|r| CopyFacts {
+                    address: &r.address,
+                    tag_names: r.tags.iter().map(|t| t.name.as_str()).collect(),
+                    level: r.level.as_ref(),
+                    old: r.decision.as_ref().map(|d| d.disposition),
+                })
+                .collect(),
+            score: self.score.unwrap_or(0.0),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ReceivedView {
     message_id: String,
@@ -422,22 +444,7 @@ impl Replayer<'_> {
             return Ok(());
         }
         self.report.events += 1;
-        let recorded = Recorded {
-            message_id: &view.received.message_id,
-            header_id: view.received.header_message_id.as_deref(),
-            tag_names: view.tags.iter().map(|t| t.name.as_str()).collect(),
-            copies: view
-                .recipients
-                .iter()
-                .map(|r| CopyFacts {
-                    address: &r.address,
-                    tag_names: r.tags.iter().map(|t| t.name.as_str()).collect(),
-                    level: r.level.as_ref(),
-                    old: r.decision.as_ref().map(|d| d.disposition),
-                })
-                .collect(),
-            score: view.score.unwrap_or(0.0),
-        };
+        let recorded = view.recorded();
         self.report.add(
             &recorded,
             None,
@@ -500,22 +507,11 @@ impl Replayer<'_> {
             return Ok(());
         };
         self.report.events += 1;
-        let recorded = Recorded {
-            message_id: &analysis.received.message_id,
-            header_id: analysis.received.header_message_id.as_deref(),
-            tag_names: analysis.tags.iter().map(|t| t.name.as_str()).collect(),
-            copies: analysis
-                .recipients
-                .iter()
-                .map(|r| CopyFacts {
-                    address: &r.address,
-                    tag_names: r.tags.iter().map(|t| t.name.as_str()).collect(),
-                    level: r.level.as_ref(),
-                    old: r.decision.as_ref().map(|d| d.disposition),
-                })
-                .collect(),
-            score: analysis.score.unwrap_or(0.0),
-        };
+        // The recorded facts, read the same way as without a rescore.
+        let view = decode_view::<MailAnalysis, ScoredView>(&event.payload)
+            .with_context(|| format!("cannot decode mail.scored event {}", event.id))?
+            .payload;
+        let recorded = view.recorded();
         let rescored = Rescored {
             tag_names: tags.iter().map(|t| t.name.as_str()).collect(),
             score,
