@@ -74,6 +74,8 @@ pip_install() {
 }
 
 python3 -c 'import pytest' 2>/dev/null || pip_install pytest
+# MD4 and DES for the e2e MS-CHAPv2 client (hashlib has no MD4 under OpenSSL 3).
+python3 -c 'import Crypto.Hash.MD4, Crypto.Cipher.DES' 2>/dev/null || pip_install pycryptodome
 
 # nats_version BIN: prints "2.10.7" for a nats-server binary, or nothing.
 nats_version() {

@@ -119,6 +119,57 @@ def test_retransmission_gets_the_cached_reply_and_one_audit_event(harness):
     assert bob[0]["payload"]["result"] == "accept" and "bob-pw" not in json.dumps(audits)
 
 
+
+def test_mschapv2_accept_wrong_password_and_no_cleartext_secret(harness):
+    """MS-CHAPv2 (RFC 2759 in RFC 2548 attributes) with the client of radius_client.py,
+    itself proven against the RFC's vectors in test_radius_client.py, since radclient
+    cannot do MS-CHAPv2."""
+    p = radius_stack(harness)
+    p.start()
+    client = rc.Client(p.radius_auth_port, SECRET.encode())
+    try:
+        # Accepted by full address and by bare local part (default realm). The NT-Response
+        # covers the User-Name as sent (RFC 2759 §8.2), so each name is hashed as is.
+        # client.send checks the Response Authenticator and Message-Authenticator.
+        for ident, user in ((5, "alice@example.org"), (6, "alice")):
+            packet, attempt = client.mschapv2_request(user, "alice-pw", ident=ident)
+            reply = client.send(packet)
+            assert reply is not None, f"no reply for {user}"
+            assert reply.code == rc.ACCESS_ACCEPT, (user, reply)
+            # The server proves it knows the password: S= is what the peer computes.
+            attempt.check_success(reply.vendor(rc.VENDOR_MICROSOFT, rc.MS_CHAP2_SUCCESS))
+            assert reply.vendor(rc.VENDOR_MICROSOFT, rc.MS_CHAP_ERROR) is None, reply
+            assert reply.get(rc.SESSION_TIMEOUT) == rc.u32(3600), reply
+            assert reply.get(rc.FRAMED_IP_ADDRESS) == bytes([10, 9, 8, 7]) and reply.get(rc.CLASS) == b"gold", reply
+
+        # A wrong password: rejected with MS-CHAP-Error (our ident, E=691) and a Reply-Message.
+        packet, _ = client.mschapv2_request("alice@example.org", "alice-pW", ident=9)
+        reply = client.send(packet)
+        assert reply is not None and reply.code == rc.ACCESS_REJECT, reply
+        error = reply.vendor(rc.VENDOR_MICROSOFT, rc.MS_CHAP_ERROR)
+        assert error is not None and error[0] == 9 and b"E=691" in error[1:], error
+        assert reply.vendor(rc.VENDOR_MICROSOFT, rc.MS_CHAP2_SUCCESS) is None, reply
+        assert reply.get(rc.REPLY_MESSAGE), reply
+
+        # bob has no CHAP secret, so MS-CHAPv2 cannot work for him, and the reply says why.
+        packet, _ = client.mschapv2_request("bob@example.org", "bob-pw", ident=11)
+        reply = client.send(packet)
+        assert reply is not None and reply.code == rc.ACCESS_REJECT, reply
+        error = reply.vendor(rc.VENDOR_MICROSOFT, rc.MS_CHAP_ERROR)
+        assert error is not None and error[0] == 11 and b"E=691" in error[1:], error
+        assert b"cleartext secret" in (reply.get(rc.REPLY_MESSAGE) or b""), reply
+    finally:
+        client.close()
+
+    def mschap_audits():
+        found = [e["payload"] for e in events(p, "access.auth") if e["payload"].get("method") == "mschapv2"]
+        return found if len(found) == 4 else None
+
+    audits = wait_for(mschap_audits, 10, "four mschapv2 access.auth events")
+    assert [a["result"] for a in audits] == ["accept", "accept", "reject", "reject"], audits
+    assert "cleartext" in audits[3]["reason"] and audits[3]["user"] == "bob@example.org", audits
+    assert "alice-pw" not in json.dumps(audits) and "bob-pw" not in json.dumps(audits)
+
 @pytest.mark.parametrize("stack", ["embedded", "nats"])
 def test_accounting_events_sessions_usage_and_accounting_on(harness, stack):
     p = radius_stack(harness, stack)
