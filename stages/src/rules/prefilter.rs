@@ -336,6 +336,33 @@ mod tests {
     }
 
     #[test]
+    fn gated_rules_hit_as_ungated_ones_would() {
+        let (rules, report) = crate::rules::RuleSet::from_text(
+            "body K1 /click here/i\nbody K2 /\\$\\d+ (?:million|billion)/\n\
+             header K3 Subject =~ /(\\w+) \\1/\nheader K4 Subject =~ /(?!x)y/\n",
+            std::path::Path::new("t.cf"),
+        );
+        assert!(report.unsupported.is_empty(), "{report:?}");
+        let names = |raw: &str| -> Vec<String> {
+            rules
+                .check(raw.as_bytes())
+                .into_iter()
+                .map(|h| h.name)
+                .collect()
+        };
+        // The Kelvin sign folds to `k` under `(?i)`: the ASCII literal prefilter steps
+        // aside rather than miss it.
+        assert_eq!(
+            names(
+                "Subject: yes yes\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+                 CLIC\u{212A} HERE for $5 billion\r\n"
+            ),
+            ["K1", "K2", "K3", "K4"]
+        );
+        assert!(names("Subject: no\r\n\r\nclick her, 5 billion\r\n").is_empty());
+    }
+
+    #[test]
     fn supersets_of_backtracking_patterns() {
         let s = fancy_superset(r"(\w+) \1(?=x)").unwrap();
         let re = regex::Regex::new(&s).unwrap();
