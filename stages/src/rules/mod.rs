@@ -59,6 +59,7 @@ mod expr;
 mod message;
 mod parse;
 mod perlre;
+mod prefilter;
 mod replace;
 
 use std::{
@@ -279,21 +280,114 @@ pub(crate) enum HeaderTarget {
 struct Group {
     /// Rule index per member.
     rules: Vec<usize>,
+    /// Members that need some literal text, run only on texts holding it.
+    filtered: Option<Filtered>,
+    /// Members without a usable literal, scanned together.
     sets: Vec<(regex::RegexSet, Vec<usize>)>,
-    /// Members the sets cannot hold (backtracking ones), by member index.
-    single: Vec<(usize, Re)>,
+    /// Members the sets cannot hold (backtracking ones), by member index, each with a
+    /// linear-time superset pattern that must match first (see `prefilter`).
+    single: Vec<(usize, Re, Option<regex::Regex>)>,
+}
+
+/// Patterns gated by the literals they need: one Aho-Corasick pass over a text names
+/// the few that can match it, and only those run.
+struct Filtered {
+    literals: aho_corasick::AhoCorasick,
+    /// Per literal, the indices in `members` of the patterns that need it.
+    owners: Vec<Vec<usize>>,
+    /// Member index and its pattern.
+    members: Vec<(usize, regex::Regex)>,
+}
+
+impl Filtered {
+    fn build(list: Vec<(usize, regex::Regex, Vec<String>)>) -> Option<Filtered> {
+        let mut literals: Vec<String> = Vec::new();
+        let mut owners: Vec<Vec<usize>> = Vec::new();
+        let mut members = Vec::with_capacity(list.len());
+        for (i, (member, re, needs)) in list.into_iter().enumerate() {
+            for lit in needs {
+                match literals.iter().position(|l| *l == lit) {
+                    Some(at) => owners[at].push(i),
+                    None => {
+                        literals.push(lit);
+                        owners.push(vec![i]);
+                    }
+                }
+            }
+            members.push((member, re));
+        }
+        let literals = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .build(&literals)
+            .ok()?;
+        Some(Filtered {
+            literals,
+            owners,
+            members,
+        })
+    }
+
+    fn scan(&self, text: &str, matched: &mut [bool]) {
+        if self.members.iter().all(|(m, _)| matched[*m]) {
+            return;
+        }
+        let mut tried: Vec<usize> = Vec::new();
+        let mut try_one = |i: usize, matched: &mut [bool]| {
+            let (member, re) = &self.members[i];
+            if !matched[*member] && !tried.contains(&i) {
+                tried.push(i);
+                matched[*member] = re.is_match(text);
+            }
+        };
+        if prefilter::folds_to_ascii(text) {
+            // The literals cannot be trusted on this text: run everything.
+            for i in 0..self.members.len() {
+                try_one(i, matched);
+            }
+            return;
+        }
+        for found in self.literals.find_overlapping_iter(text) {
+            for &i in &self.owners[found.pattern().as_usize()] {
+                try_one(i, matched);
+            }
+        }
+    }
 }
 
 impl Group {
     fn build(members: Vec<(usize, perlre::Compiled)>) -> Group {
         let mut group = Group::default();
         let mut std: Vec<(usize, String, Re)> = Vec::new();
+        let mut filtered = Vec::new();
         for (rule, compiled) in members {
             let member = group.rules.len();
             group.rules.push(rule);
             match compiled.re {
-                Re::Std(_) => std.push((member, compiled.source, compiled.re)),
-                Re::Fancy(_) => group.single.push((member, compiled.re)),
+                Re::Std(re) => match prefilter::required_literals(&compiled.source) {
+                    Some(needs) => filtered.push((member, re, needs)),
+                    None => std.push((member, compiled.source, Re::Std(re))),
+                },
+                Re::Fancy(_) => {
+                    let gate = prefilter::fancy_superset(&compiled.source).and_then(|s| {
+                        regex::RegexBuilder::new(&s)
+                            .size_limit(8 << 20)
+                            .build()
+                            .ok()
+                    });
+                    group.single.push((member, compiled.re, gate));
+                }
+            }
+        }
+        if !filtered.is_empty() {
+            let fallback: Vec<(usize, String, Re)> = filtered
+                .iter()
+                .map(|(m, re, _)| (*m, re.as_str().to_owned(), Re::Std(re.clone())))
+                .collect();
+            group.filtered = Filtered::build(filtered);
+            if group.filtered.is_none() {
+                // No automaton over these literals: scan the patterns like the others.
+                std.extend(fallback);
             }
         }
         for chunk in std.chunks(SET_CHUNK) {
@@ -308,7 +402,7 @@ impl Group {
                 // Each pattern compiled alone; should the set not, scan them one by one.
                 Err(_) => group
                     .single
-                    .extend(chunk.iter().map(|(m, _, re)| (*m, re.clone()))),
+                    .extend(chunk.iter().map(|(m, _, re)| (*m, re.clone(), None))),
             }
         }
         group
@@ -316,6 +410,9 @@ impl Group {
 
     /// Marks `matched[member]` for each pattern that matches `text`.
     fn scan(&self, text: &str, matched: &mut [bool]) {
+        if let Some(filtered) = &self.filtered {
+            filtered.scan(text, matched);
+        }
         for (set, members) in &self.sets {
             if members.iter().all(|&m| matched[m]) {
                 continue;
@@ -324,8 +421,11 @@ impl Group {
                 matched[members[i]] = true;
             }
         }
-        for (member, re) in &self.single {
-            if !matched[*member] && re.is_match(text) {
+        for (member, re, gate) in &self.single {
+            if !matched[*member]
+                && gate.as_ref().is_none_or(|g| g.is_match(text))
+                && re.is_match(text)
+            {
                 matched[*member] = true;
             }
         }
