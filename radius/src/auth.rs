@@ -316,9 +316,13 @@ pub(crate) fn reply(
         AuthResult::Reject => {
             w.push_text(attr::REPLY_MESSAGE, decision.reply_message);
             if let Some(ident) = decision.mschap_ident {
-                // E=691: authentication failure; R=0: no retry (RFC 2759 §6).
+                // E=691: authentication failure; R=0: no retry (RFC 2759 §6), so the
+                // C= challenge a retry would use is zeros; M= is what clients show.
                 let mut error = vec![ident];
-                error.extend_from_slice(b"E=691 R=0 V=3");
+                error.extend_from_slice(b"E=691 R=0 C=");
+                error.extend_from_slice(&[b'0'; 32]);
+                error.extend_from_slice(b" V=3 M=");
+                error.extend_from_slice(decision.reply_message.as_bytes());
                 w.push_vendor(attr::VENDOR_MICROSOFT, attr::MS_CHAP_ERROR, &error)?;
             }
         }

@@ -148,6 +148,7 @@ def test_mschapv2_accept_wrong_password_and_no_cleartext_secret(harness):
         assert reply is not None and reply.code == rc.ACCESS_REJECT, reply
         error = reply.vendor(rc.VENDOR_MICROSOFT, rc.MS_CHAP_ERROR)
         assert error is not None and error[0] == 9 and b"E=691" in error[1:], error
+        assert b" M=Authentication failed" in error, error
         assert reply.vendor(rc.VENDOR_MICROSOFT, rc.MS_CHAP2_SUCCESS) is None, reply
         assert reply.get(rc.REPLY_MESSAGE), reply
 
