@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`envelope`]: the [`Envelope`] every event travels in, and deterministic ids.
 //! - [`access`]: the payloads of the access network (`access.auth`, `access.acct`).
+//! - [`dns`]: the payload of the DNS query log (`dns.query`).
 //! - [`analysis`]: tags, spam levels, dispositions and the pure `decide` function.
 //! - [`mail`]: the payloads of the mail pipeline (`mail.received`, `mail.delivered`,
 //!   `mail.feedback`).
@@ -17,6 +18,7 @@
 pub mod access;
 pub mod analysis;
 pub mod codec;
+pub mod dns;
 pub mod envelope;
 pub mod mail;
 pub mod subjects;
@@ -27,6 +29,7 @@ pub use analysis::{
     RecipientAnalysis, Tag, ANALYSIS_EVENT_TYPES, RECOVERED_EVENT_TYPE,
 };
 pub use codec::{decode, decode_head, decode_view, encode, CodecError, EnvelopeHead};
+pub use dns::{DnsQuery, DnsTransport, ZoneKind};
 pub use envelope::{derive_id, new_id, Envelope, Event};
 pub use mail::{
     BlobRef, ClientInfo, DeliveryOutcome, MailDelivered, MailFeedback, MailReceived,

@@ -10,6 +10,7 @@ use pampa_schemas::{
     MailAnalysis, MailDelivered, MailFeedback, MailReceived, RecipientDelivery, RecipientLevel,
     Tag, Verdict,
 };
+use pampa_schemas::{DnsQuery, DnsTransport, ZoneKind};
 use serde::{Deserialize, Serialize};
 
 fn fixture(name: &str) -> PathBuf {
@@ -221,6 +222,39 @@ fn access_acct() -> Envelope<AccessAcct> {
 #[test]
 fn access_acct_v1_decodes() {
     check_golden("access.acct.v1.msgpack", access_acct());
+}
+
+fn dns_query() -> Envelope<DnsQuery> {
+    let at = Utc.with_ymd_and_hms(2026, 11, 27, 14, 0, 0).unwrap();
+    let mut event = Envelope::root(
+        "0193a1b2-0000-7000-8000-0000000000d1".into(),
+        "dns",
+        DnsQuery {
+            time: at,
+            client_ip: "10.1.2.3".into(),
+            client_port: 53124,
+            transport: DnsTransport::Udp,
+            qname: "2.0.0.127.bl.example.net.".into(),
+            qtype: "A".into(),
+            qclass: "IN".into(),
+            rcode: "NOERROR".into(),
+            answer_count: 1,
+            zone_kind: ZoneKind::Dnsbl,
+            latency_us: 41,
+            response_size: 78,
+            id: Some(4242),
+            zone: Some("bl.example.net.".into()),
+            truncated: false,
+            rate_limited: false,
+        },
+    );
+    event.occurred_at = at;
+    event
+}
+
+#[test]
+fn dns_query_v1_decodes() {
+    check_golden("dns.query.v1.msgpack", dns_query());
 }
 
 #[test]

@@ -1,0 +1,1032 @@
+//! The server: UDP workers and TCP connections, the answer path, reloads, and the
+//! hand-off of every query to the query log.
+//!
+//! Answers from pampa's own zones (authoritative and DNSBL) and from the cache are
+//! made synchronously on the task that read the datagram: no task, lock held across an
+//! await, or allocation beyond the message itself. Only a cache miss that needs
+//! upstream spawns a task.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock, RwLock,
+    },
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use hickory_proto::{
+    op::{Edns, Message, OpCode, ResponseCode},
+    rr::{rdata::HINFO, DNSClass, Name, RData, Record, RecordType},
+};
+use ipnet::IpNet;
+use pampa_bus::EventLog;
+use pampa_schemas::{DnsQuery, DnsTransport, ZoneKind};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::{mpsc, watch, Semaphore},
+};
+
+use crate::{
+    blzone::BlZone,
+    cache::{Cache, Cached},
+    config::DnsConfig,
+    metrics, querylog,
+    rrl::{RateLimiter, Verdict},
+    upstream::Upstream,
+    zone::label_count,
+    zone::{Answer, Zone},
+    DnsError,
+};
+
+/// The smallest UDP size every client takes (RFC 1035 §4.2.1), and what a client
+/// without EDNS gets.
+const MIN_UDP_SIZE: usize = 512;
+/// A datagram bigger than this is not a query pampa answers; the buffer is sized so
+/// any UDP payload fits.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// A zone pampa answers for itself.
+#[derive(Clone)]
+enum ZoneRef {
+    Auth(Arc<Zone>),
+    Dnsbl(Arc<BlZone>),
+}
+
+/// Every zone by apex, swapped whole on reload.
+struct Zones {
+    by_apex: HashMap<Name, ZoneRef>,
+    max_labels: usize,
+}
+
+impl Zones {
+    fn build(auth: &[Arc<Zone>], dnsbl: &[Arc<BlZone>]) -> Zones {
+        let mut by_apex = HashMap::new();
+        for z in dnsbl {
+            by_apex.insert(z.origin().clone(), ZoneRef::Dnsbl(z.clone()));
+        }
+        for z in auth {
+            by_apex.insert(z.origin().clone(), ZoneRef::Auth(z.clone()));
+        }
+        let max_labels = by_apex.keys().map(label_count).max().unwrap_or(0);
+        Zones {
+            by_apex,
+            max_labels,
+        }
+    }
+
+    /// The closest enclosing zone of `name`.
+    fn find(&self, name: &Name) -> Option<&ZoneRef> {
+        if self.by_apex.is_empty() {
+            return None;
+        }
+        let labels = label_count(name);
+        for n in (0..=labels.min(self.max_labels)).rev() {
+            let found = if n == labels {
+                self.by_apex.get(name)
+            } else {
+                self.by_apex.get(&name.trim_to(n))
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+}
+
+/// What every worker shares.
+struct Shared {
+    config: DnsConfig,
+    /// The authoritative zones as last loaded (and the files they came from), in
+    /// configuration order.
+    auth: RwLock<Vec<Arc<Zone>>>,
+    dnsbl: Vec<Arc<BlZone>>,
+    zones: RwLock<Arc<Zones>>,
+    recursion_nets: Vec<IpNet>,
+    forwarders: Vec<SocketAddr>,
+    upstream: OnceLock<Upstream>,
+    upstream_permits: Semaphore,
+    cache: Cache,
+    rrl: RateLimiter,
+    query_log: Option<mpsc::Sender<DnsQuery>>,
+    listening: AtomicBool,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    fn zones(&self) -> Arc<Zones> {
+        // Only whole `Arc`s are stored, so a poisoned lock still holds a good one.
+        self.zones.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn may_recurse(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.recursion_nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// The two bound sockets, from [`Dns::bind`].
+#[derive(Debug)]
+pub struct DnsSockets {
+    /// The UDP socket.
+    pub udp: UdpSocket,
+    /// The TCP listener, on the same address.
+    pub tcp: TcpListener,
+}
+
+impl DnsSockets {
+    /// The bound address (useful after binding port 0); UDP and TCP share it.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+}
+
+/// One zone in a [`ReloadReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneStatus {
+    /// The configured zone name.
+    pub name: String,
+    /// Its file.
+    pub file: std::path::PathBuf,
+    /// What the reload did with it.
+    pub outcome: ReloadOutcome,
+}
+
+/// What a reload did with one zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The file was read and now serves.
+    Loaded {
+        /// The SOA serial (authoritative zones; 0 for DNSBL datasets).
+        serial: u32,
+        /// Records (authoritative zones; 0 for DNSBL datasets).
+        records: usize,
+    },
+    /// A DNSBL dataset whose file had not changed.
+    Unchanged,
+    /// The file is broken; the previous version keeps serving. The message names the
+    /// file and, when known, the line.
+    Failed(String),
+}
+
+/// What [`DnsHandle::reload`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Authoritative zones, in configuration order.
+    pub zones: Vec<ZoneStatus>,
+    /// DNSBL zones, in configuration order.
+    pub dnsbl: Vec<ZoneStatus>,
+}
+
+impl ReloadReport {
+    /// Whether every file loaded (or was unchanged).
+    pub fn is_ok(&self) -> bool {
+        self.zones
+            .iter()
+            .chain(&self.dnsbl)
+            .all(|z| !matches!(z.outcome, ReloadOutcome::Failed(_)))
+    }
+}
+
+/// A view of a running server: readiness and reloads.
+#[derive(Clone)]
+pub struct DnsHandle {
+    shared: Arc<Shared>,
+}
+
+impl DnsHandle {
+    /// Whether the sockets are being read (for `/readyz`).
+    pub fn is_listening(&self) -> bool {
+        self.shared.listening.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads every zone file and every changed DNSBL dataset, then swaps the new
+    /// versions in at once; queries in flight finish on the old ones and none is
+    /// dropped. A broken file keeps its previous version serving: the report says which
+    /// and why, and the call returns `Err` with the first such error (naming the file
+    /// and line) so a `pampa dns reload` exits non-zero. Zones added to or removed from
+    /// the configuration need a restart.
+    pub async fn reload(&self) -> Result<ReloadReport, DnsError> {
+        let shared = self.shared.clone();
+        let _one_at_a_time = shared.reloading.lock().await;
+        let worker = shared.clone();
+        let (report, first_error) = tokio::task::spawn_blocking(move || reload_blocking(&worker))
+            .await
+            .map_err(|_| DnsError::Stopped)?;
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
+    }
+
+    /// Like [`DnsHandle::reload`], but returns the report even when a file failed.
+    pub async fn reload_report(&self) -> ReloadReport {
+        let shared = self.shared.clone();
+        let _one_at_a_time = shared.reloading.lock().await;
+        let worker = shared.clone();
+        match tokio::task::spawn_blocking(move || reload_blocking(&worker)).await {
+            Ok((report, _)) => report,
+            Err(_) => ReloadReport {
+                zones: Vec::new(),
+                dnsbl: Vec::new(),
+            },
+        }
+    }
+}
+
+fn reload_blocking(shared: &Shared) -> (ReloadReport, Option<DnsError>) {
+    let mut first_error = None;
+    let old = shared
+        .auth
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut zones = Vec::with_capacity(shared.config.zones.len());
+    let mut statuses = Vec::with_capacity(shared.config.zones.len());
+    for (config, old) in shared.config.zones.iter().zip(old) {
+        let (zone, outcome) = match Zone::load(config) {
+            Ok(zone) => {
+                let outcome = ReloadOutcome::Loaded {
+                    serial: zone.serial(),
+                    records: zone.records(),
+                };
+                ::metrics::counter!(metrics::ZONE_RELOADS_TOTAL, "kind" => "authoritative", "result" => "ok")
+                    .increment(1);
+                (Arc::new(zone), outcome)
+            }
+            Err(error) => {
+                ::metrics::counter!(metrics::ZONE_RELOADS_TOTAL, "kind" => "authoritative", "result" => "error")
+                    .increment(1);
+                tracing::error!(%error, "A zone failed to load; its previous version keeps serving.");
+                let outcome = ReloadOutcome::Failed(error.to_string());
+                first_error.get_or_insert(error);
+                (old, outcome)
+            }
+        };
+        statuses.push(ZoneStatus {
+            name: config.name.clone(),
+            file: config.file.clone(),
+            outcome,
+        });
+        zones.push(zone);
+    }
+    let mut dnsbl = Vec::with_capacity(shared.dnsbl.len());
+    for z in &shared.dnsbl {
+        let outcome = match z.reload_if_changed() {
+            None => ReloadOutcome::Unchanged,
+            Some(Ok(())) => ReloadOutcome::Loaded {
+                serial: 0,
+                records: 0,
+            },
+            Some(Err(error)) => {
+                let outcome = ReloadOutcome::Failed(error.to_string());
+                first_error.get_or_insert(error);
+                outcome
+            }
+        };
+        dnsbl.push(ZoneStatus {
+            name: z.name().to_owned(),
+            file: z.file().to_path_buf(),
+            outcome,
+        });
+    }
+    let new = Arc::new(Zones::build(&zones, &shared.dnsbl));
+    *shared.auth.write().unwrap_or_else(|p| p.into_inner()) = zones;
+    *shared.zones.write().unwrap_or_else(|p| p.into_inner()) = new;
+    tracing::info!(
+        zones = statuses.len(),
+        dnsbl = dnsbl.len(),
+        "Reloaded the DNS zones."
+    );
+    (
+        ReloadReport {
+            zones: statuses,
+            dnsbl,
+        },
+        first_error,
+    )
+}
+
+/// The DNS server.
+pub struct Dns {
+    shared: Arc<Shared>,
+    log: EventLog,
+    publish_timeout: Duration,
+    log_rx: Option<mpsc::Receiver<DnsQuery>>,
+}
+
+impl Dns {
+    /// Checks the configuration and loads every zone and DNSBL dataset (blocking: call
+    /// it before serving, or from `spawn_blocking` for big datasets). Any broken file
+    /// is an error: a server should not start half-configured. `publish_timeout` (the
+    /// bus's) bounds each query-log publish.
+    pub fn new(
+        config: DnsConfig,
+        log: EventLog,
+        publish_timeout: Duration,
+    ) -> Result<Dns, DnsError> {
+        let recursion_nets = config.recursion_networks()?;
+        let forwarders = config.forwarder_addrs()?;
+        let mut auth = Vec::with_capacity(config.zones.len());
+        for zone in &config.zones {
+            let loaded = Zone::load(zone)?;
+            tracing::info!(zone = %zone.name, serial = loaded.serial(), records = loaded.records(), "Loaded a zone.");
+            auth.push(Arc::new(loaded));
+        }
+        let mut dnsbl = Vec::with_capacity(config.dnsbl.len());
+        for zone in &config.dnsbl {
+            dnsbl.push(Arc::new(BlZone::load(zone)?));
+            tracing::info!(zone = %zone.name, "Loaded a DNSBL dataset.");
+        }
+        let zones = Arc::new(Zones::build(&auth, &dnsbl));
+        let (tx, rx) = if config.query_log {
+            let (tx, rx) = mpsc::channel(config.query_log_queue.max(1));
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let shared = Shared {
+            auth: RwLock::new(auth),
+            dnsbl,
+            zones: RwLock::new(zones),
+            recursion_nets,
+            forwarders,
+            upstream: OnceLock::new(),
+            upstream_permits: Semaphore::new(config.max_recursive_in_flight.max(1)),
+            cache: Cache::new(config.cache_size),
+            rrl: RateLimiter::new(&config.rate_limit),
+            query_log: tx,
+            listening: AtomicBool::new(false),
+            reloading: tokio::sync::Mutex::new(()),
+            config,
+        };
+        Ok(Dns {
+            shared: Arc::new(shared),
+            log,
+            publish_timeout,
+            log_rx: rx,
+        })
+    }
+
+    /// Binds the configured address, UDP and TCP. With port 0, TCP takes the port UDP
+    /// got.
+    pub async fn bind(&self) -> Result<DnsSockets, DnsError> {
+        let addr = self.shared.config.listen.clone();
+        let bind_err = |source| DnsError::Bind {
+            addr: addr.clone(),
+            source,
+        };
+        let udp = UdpSocket::bind(&addr).await.map_err(bind_err)?;
+        let local = udp.local_addr().map_err(bind_err)?;
+        let tcp = TcpListener::bind(local).await.map_err(bind_err)?;
+        Ok(DnsSockets { udp, tcp })
+    }
+
+    /// A handle that stays valid while [`Dns::serve`] runs: readiness and reloads.
+    pub fn handle(&self) -> DnsHandle {
+        DnsHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Answers queries until `shutdown` turns true, then stops reading, and flushes the
+    /// query log.
+    pub async fn serve(self, sockets: DnsSockets, mut shutdown: watch::Receiver<bool>) {
+        let Dns {
+            shared,
+            log,
+            publish_timeout,
+            log_rx,
+        } = self;
+        let addr = sockets.local_addr().ok();
+        if !shared.recursion_nets.is_empty() {
+            match Upstream::new(&shared.forwarders, shared.config.recursion_timeout) {
+                Ok(upstream) => {
+                    tracing::info!(mode = upstream.mode(), "DNS recursion ready.");
+                    let _ = shared.upstream.set(upstream);
+                }
+                // Serving our own zones is still worth doing.
+                Err(error) => {
+                    tracing::error!(%error, "DNS recursion is unavailable; recursive queries get SERVFAIL.")
+                }
+            }
+        }
+        let (log_stop, log_stop_rx) = watch::channel(false);
+        let log_task =
+            log_rx.map(|rx| tokio::spawn(querylog::run(rx, log, publish_timeout, log_stop_rx)));
+        let poller = tokio::spawn(poll_dnsbl(shared.clone(), shutdown.clone()));
+
+        tracing::info!(addr = ?addr, zones = shared.config.zones.len(), dnsbl = shared.dnsbl.len(), "DNS server listening.");
+        shared.listening.store(true, Ordering::Relaxed);
+        let udp = Arc::new(sockets.udp);
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 16);
+        let mut tasks = Vec::with_capacity(workers + 1);
+        for _ in 0..workers {
+            tasks.push(tokio::spawn(udp_worker(
+                shared.clone(),
+                udp.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(tcp_accept(
+            shared.clone(),
+            sockets.tcp,
+            shutdown.clone(),
+        )));
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        shared.listening.store(false, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        poller.abort();
+        let _ = log_stop.send(true);
+        if let Some(task) = log_task {
+            let drain = publish_timeout.saturating_mul(2) + Duration::from_secs(1);
+            if tokio::time::timeout(drain, task).await.is_err() {
+                tracing::warn!("DNS query events still queued at shutdown were abandoned.");
+            }
+        }
+        tracing::info!("DNS server stopped.");
+    }
+}
+
+/// Checks the DNSBL files every `dnsbl_poll_interval` and reloads the changed ones.
+async fn poll_dnsbl(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    if shared.dnsbl.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(
+        shared
+            .config
+            .dnsbl_poll_interval
+            .max(Duration::from_millis(50)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let worker = shared.clone();
+        let _one_at_a_time = shared.reloading.lock().await;
+        let _ = tokio::task::spawn_blocking(move || {
+            for z in &worker.dnsbl {
+                // Errors are logged and counted inside.
+                let _ = z.reload_if_changed();
+            }
+        })
+        .await;
+    }
+}
+
+/// Who asked, how, and when.
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    peer: SocketAddr,
+    transport: DnsTransport,
+    started: Instant,
+    time: DateTime<Utc>,
+}
+
+/// The question, as the query log records it.
+#[derive(Debug, Clone, Default)]
+struct Question {
+    id: Option<u16>,
+    qname: String,
+    qtype: String,
+    qclass: String,
+}
+
+/// A response ready to encode.
+struct Reply {
+    message: Message,
+    kind: ZoneKind,
+    zone: Option<Name>,
+    question: Question,
+    /// The most bytes the client takes.
+    limit: usize,
+}
+
+/// A question that needs upstream.
+struct Pending {
+    reply: Reply,
+    name: Name,
+    rtype: RecordType,
+}
+
+enum Step {
+    Reply(Reply),
+    Upstream(Pending),
+    Drop(&'static str),
+}
+
+fn dropped(reason: &'static str) {
+    ::metrics::counter!(metrics::DROPPED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Reads one query and answers it from pampa's own data, or says it needs upstream.
+fn prepare(shared: &Shared, bytes: &[u8], client: &Client) -> Step {
+    if bytes.len() < 12 {
+        return Step::Drop("short");
+    }
+    let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+    if bytes[2] & 0x80 != 0 {
+        // A response: answering it could start a loop between two servers.
+        return Step::Drop("response");
+    }
+    let op_code = OpCode::from_u8((bytes[2] >> 3) & 0x0f);
+    let rd = bytes[2] & 0x01 != 0;
+    let recursion_ok = shared.may_recurse(client.peer.ip());
+    let tcp = client.transport == DnsTransport::Tcp;
+
+    let bare = |rcode: ResponseCode| {
+        let mut m = Message::response(id, op_code);
+        m.metadata.recursion_desired = rd;
+        m.metadata.recursion_available = recursion_ok;
+        m.metadata.response_code = rcode;
+        Reply {
+            message: m,
+            kind: ZoneKind::None,
+            zone: None,
+            question: Question {
+                id: Some(id),
+                ..Question::default()
+            },
+            limit: if tcp { MAX_DATAGRAM } else { MIN_UDP_SIZE },
+        }
+    };
+
+    let request = match Message::from_vec(bytes) {
+        Ok(m) => m,
+        Err(error) => {
+            tracing::debug!(%error, peer = %client.peer, "Answered a malformed query with FORMERR.");
+            return Step::Reply(bare(ResponseCode::FormErr));
+        }
+    };
+    if op_code != OpCode::Query {
+        let mut reply = bare(ResponseCode::NotImp);
+        reply.message.queries = request.queries.clone();
+        reply.question = question_of(&request);
+        return Step::Reply(reply);
+    }
+    let mut reply = bare(ResponseCode::NoError);
+    reply.question = question_of(&request);
+    let md = &request.metadata;
+    reply.message.metadata.checking_disabled = md.checking_disabled;
+    reply.message.queries = request.queries.clone();
+    if let Some(edns) = &request.edns {
+        let mut ours = Edns::new();
+        ours.set_max_payload(shared.config.max_udp_payload.max(MIN_UDP_SIZE as u16));
+        ours.set_version(0);
+        reply.message.set_edns(ours);
+        if !tcp {
+            reply.limit = usize::from(edns.max_payload()).clamp(
+                MIN_UDP_SIZE,
+                usize::from(shared.config.max_udp_payload).max(MIN_UDP_SIZE),
+            );
+        }
+        if edns.version() > 0 {
+            reply.message.metadata.response_code = ResponseCode::BADVERS;
+            return Step::Reply(reply);
+        }
+    }
+    if request.queries.len() != 1 {
+        reply.message.metadata.response_code = ResponseCode::FormErr;
+        return Step::Reply(reply);
+    }
+    let query = &request.queries[0];
+    let (qname, qtype) = (query.name().clone(), query.query_type());
+    if query.query_class() != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        reply.kind = ZoneKind::Refused;
+        reply.message.metadata.response_code = ResponseCode::Refused;
+        return Step::Reply(reply);
+    }
+    if qtype == RecordType::OPT {
+        reply.message.metadata.response_code = ResponseCode::FormErr;
+        return Step::Reply(reply);
+    }
+
+    let zones = shared.zones();
+    if let Some(zone) = zones.find(&qname) {
+        let (answer, kind, apex) = match zone {
+            ZoneRef::Auth(z) => (
+                z.lookup(&qname, qtype, tcp),
+                ZoneKind::Authoritative,
+                z.origin(),
+            ),
+            ZoneRef::Dnsbl(z) => (z.lookup(&qname, qtype), ZoneKind::Dnsbl, z.origin()),
+        };
+        reply.kind = kind;
+        reply.zone = Some(apex.clone());
+        apply(&mut reply.message, answer);
+        if qtype == RecordType::ANY && !tcp && kind == ZoneKind::Authoritative {
+            rfc8482(&mut reply.message, &qname);
+        }
+        return Step::Reply(reply);
+    }
+
+    if !recursion_ok {
+        reply.kind = ZoneKind::Refused;
+        reply.message.metadata.response_code = ResponseCode::Refused;
+        return Step::Reply(reply);
+    }
+    let cache_name = qname.to_lowercase();
+    if let Some(cached) = shared.cache.get(&cache_name, qtype) {
+        ::metrics::counter!(metrics::CACHE_TOTAL, "result" => "hit").increment(1);
+        reply.kind = ZoneKind::Cache;
+        fill_recursive(&mut reply.message, cached);
+        return Step::Reply(reply);
+    }
+    if !rd {
+        // Without RD a client asks what we already know; we know nothing of this.
+        reply.kind = ZoneKind::Refused;
+        reply.message.metadata.response_code = ResponseCode::Refused;
+        return Step::Reply(reply);
+    }
+    ::metrics::counter!(metrics::CACHE_TOTAL, "result" => "miss").increment(1);
+    reply.kind = ZoneKind::Recursive;
+    Step::Upstream(Pending {
+        reply,
+        name: cache_name,
+        rtype: qtype,
+    })
+}
+
+/// Resolves a cache miss upstream and caches the result.
+async fn resolve(shared: &Shared, pending: Pending) -> Reply {
+    let Pending {
+        mut reply,
+        name,
+        rtype,
+    } = pending;
+    let failure = |reply: &mut Reply, reason: &'static str| {
+        ::metrics::counter!(metrics::UPSTREAM_FAILURES_TOTAL, "reason" => reason).increment(1);
+        reply.message.metadata.response_code = ResponseCode::ServFail;
+    };
+    let Some(upstream) = shared.upstream.get() else {
+        failure(&mut reply, "upstream");
+        return reply;
+    };
+    let Ok(_permit) = shared.upstream_permits.try_acquire() else {
+        failure(&mut reply, "overloaded");
+        return reply;
+    };
+    let result = tokio::time::timeout(
+        shared.config.recursion_timeout,
+        upstream.resolve(&name, rtype),
+    )
+    .await;
+    match result {
+        Ok(Ok(answer)) => {
+            shared.cache.put(&name, rtype, answer.clone());
+            ::metrics::gauge!(metrics::CACHE_ENTRIES).set(shared.cache.len() as f64);
+            fill_recursive(&mut reply.message, answer);
+        }
+        Ok(Err(reason)) => failure(&mut reply, reason),
+        Err(_) => failure(&mut reply, "timeout"),
+    }
+    reply
+}
+
+fn fill_recursive(message: &mut Message, answer: Cached) {
+    message.metadata.response_code = answer.rcode;
+    message.metadata.authoritative = false;
+    message.answers = answer.answers;
+    message.authorities = answer.authorities;
+}
+
+fn apply(message: &mut Message, answer: Answer) {
+    message.metadata.response_code = answer.rcode;
+    message.metadata.authoritative = answer.authoritative;
+    message.answers = answer.answers;
+    message.authorities = answer.authorities;
+    message.additionals = answer.additionals;
+}
+
+/// RFC 8482: over UDP, ANY gets one small synthesized record instead of everything at
+/// the name, which is what makes ANY an amplification tool.
+fn rfc8482(message: &mut Message, qname: &Name) {
+    if message.metadata.response_code != ResponseCode::NoError || message.answers.is_empty() {
+        return;
+    }
+    let ttl = message.answers.iter().map(|r| r.ttl).min().unwrap_or(3600);
+    message.answers = vec![Record::from_rdata(
+        qname.clone(),
+        ttl,
+        RData::HINFO(HINFO::new("RFC8482".to_owned(), String::new())),
+    )];
+    message.additionals.clear();
+}
+
+fn question_of(request: &Message) -> Question {
+    let mut q = Question {
+        id: Some(request.metadata.id),
+        ..Question::default()
+    };
+    if let Some(query) = request.queries.first() {
+        q.qname = query.name().to_lowercase().to_string();
+        q.qtype = type_name(query.query_type());
+        q.qclass = class_name(query.query_class());
+    }
+    q
+}
+
+fn type_name(t: RecordType) -> String {
+    match t {
+        RecordType::Unknown(n) => format!("TYPE{n}"),
+        t => t.to_string(),
+    }
+}
+
+fn class_name(c: DNSClass) -> String {
+    match c {
+        DNSClass::IN => "IN".to_owned(),
+        DNSClass::CH => "CH".to_owned(),
+        DNSClass::HS => "HS".to_owned(),
+        DNSClass::NONE => "NONE".to_owned(),
+        DNSClass::ANY => "ANY".to_owned(),
+        other => format!("CLASS{}", u16::from(other)),
+    }
+}
+
+/// The rcode's name: the metric label and the event's `rcode`. Rare codes share
+/// `OTHER` in metrics so the label stays bounded.
+pub(crate) fn rcode_label(rcode: ResponseCode) -> &'static str {
+    match rcode {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "OTHER",
+    }
+}
+
+/// Encodes the reply within the client's limit (over UDP: truncated with TC when it
+/// does not fit, or as the rate limit says), and records the query. `None`: send
+/// nothing.
+fn finish(shared: &Shared, mut reply: Reply, client: &Client) -> Option<Vec<u8>> {
+    let mut rate_limited = false;
+    let mut truncated = false;
+    let mut bytes = None;
+    if client.transport == DnsTransport::Udp
+        && shared.rrl.enabled()
+        && !(shared.config.rate_limit.exempt_recursion_clients
+            && shared.may_recurse(client.peer.ip()))
+    {
+        match shared.rrl.check(client.peer.ip()) {
+            Verdict::Send => {}
+            Verdict::Slip => {
+                ::metrics::counter!(metrics::RRL_TOTAL, "action" => "slip").increment(1);
+                rate_limited = true;
+                truncated = true;
+                truncate(&mut reply.message);
+            }
+            Verdict::Drop => {
+                ::metrics::counter!(metrics::RRL_TOTAL, "action" => "drop").increment(1);
+                dropped("rate_limited");
+                rate_limited = true;
+                bytes = Some(Vec::new());
+            }
+        }
+    }
+    if bytes.is_none() {
+        let mut encoded = match reply.message.to_vec() {
+            Ok(b) => b,
+            Err(error) => {
+                // A record we hold cannot be written: answer SERVFAIL rather than nothing.
+                tracing::warn!(%error, "Could not encode a DNS response.");
+                reply.message.metadata.response_code = ResponseCode::ServFail;
+                truncate(&mut reply.message);
+                reply.message.metadata.truncation = false;
+                reply.message.to_vec().ok()?
+            }
+        };
+        if encoded.len() > reply.limit {
+            ::metrics::counter!(metrics::TRUNCATED_TOTAL, "zone_kind" => reply.kind.as_str())
+                .increment(1);
+            truncated = true;
+            truncate(&mut reply.message);
+            encoded = reply.message.to_vec().ok()?;
+        }
+        bytes = Some(encoded);
+    }
+    let bytes = bytes.unwrap_or_default();
+    let rcode = reply.message.metadata.response_code;
+    let elapsed = client.started.elapsed();
+    ::metrics::counter!(metrics::QUERIES_TOTAL, "zone_kind" => reply.kind.as_str(), "rcode" => rcode_label(rcode))
+        .increment(1);
+    ::metrics::histogram!(metrics::QUERY_DURATION_SECONDS, "zone_kind" => reply.kind.as_str())
+        .record(elapsed.as_secs_f64());
+    if let Some(tx) = &shared.query_log {
+        let Question {
+            id,
+            qname,
+            qtype,
+            qclass,
+        } = reply.question;
+        querylog::enqueue(
+            tx,
+            DnsQuery {
+                time: client.time,
+                client_ip: client.peer.ip().to_canonical().to_string(),
+                client_port: client.peer.port(),
+                transport: client.transport,
+                qname,
+                qtype,
+                qclass,
+                rcode: match rcode_label(rcode) {
+                    "OTHER" => format!("RCODE{}", u16::from(rcode)),
+                    label => label.to_owned(),
+                },
+                answer_count: reply.message.answers.len() as u16,
+                zone_kind: reply.kind,
+                latency_us: elapsed.as_micros() as u64,
+                response_size: bytes.len() as u32,
+                id,
+                zone: reply.zone.map(|z| z.to_string()),
+                truncated,
+                rate_limited,
+            },
+        );
+    }
+    (!bytes.is_empty()).then_some(bytes)
+}
+
+/// Keeps the header, the question and the OPT record, and sets TC.
+fn truncate(message: &mut Message) {
+    message.metadata.truncation = true;
+    message.answers.clear();
+    message.authorities.clear();
+    message.additionals.clear();
+}
+
+async fn udp_worker(
+    shared: Arc<Shared>,
+    socket: Arc<UdpSocket>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (n, peer) = match received {
+            Ok(r) => r,
+            Err(error) => {
+                // ICMP port unreachable from an earlier reply shows up here on some
+                // systems; it is no reason to stop.
+                tracing::debug!(%error, "Receiving a DNS datagram failed.");
+                continue;
+            }
+        };
+        let client = Client {
+            peer,
+            transport: DnsTransport::Udp,
+            started: Instant::now(),
+            time: Utc::now(),
+        };
+        match prepare(&shared, &buf[..n], &client) {
+            Step::Drop(reason) => dropped(reason),
+            Step::Reply(reply) => {
+                if let Some(bytes) = finish(&shared, reply, &client) {
+                    send(&socket, &bytes, peer).await;
+                }
+            }
+            Step::Upstream(pending) => {
+                let shared = shared.clone();
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    let reply = resolve(&shared, pending).await;
+                    if let Some(bytes) = finish(&shared, reply, &client) {
+                        send(&socket, &bytes, peer).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
+    if let Err(error) = socket.send_to(bytes, peer).await {
+        tracing::debug!(%error, "Sending a DNS response failed.");
+    }
+}
+
+async fn tcp_accept(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.max_tcp_connections.max(1)));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::debug!(%error, "Accepting a DNS TCP connection failed.");
+                // Out of file descriptors: give the others a moment to close.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            dropped("overloaded");
+            continue;
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            ::metrics::gauge!(metrics::TCP_CONNECTIONS).increment(1.0);
+            tcp_connection(&shared, stream, peer, shutdown).await;
+            ::metrics::gauge!(metrics::TCP_CONNECTIONS).decrement(1.0);
+            drop(slot);
+        });
+    }
+}
+
+/// Answers length-prefixed queries (RFC 1035 §4.2.2) in order until the client closes,
+/// idles out, or sends something unreadable.
+async fn tcp_connection(
+    shared: &Shared,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let idle = shared.config.tcp_idle_timeout;
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let mut len = [0u8; 2];
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read_exact(&mut len)) => r,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes(len));
+        buf.resize(len, 0);
+        if !matches!(
+            tokio::time::timeout(idle, stream.read_exact(&mut buf)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let client = Client {
+            peer,
+            transport: DnsTransport::Tcp,
+            started: Instant::now(),
+            time: Utc::now(),
+        };
+        let reply = match prepare(shared, &buf, &client) {
+            Step::Drop(reason) => {
+                dropped(reason);
+                return;
+            }
+            Step::Reply(reply) => reply,
+            Step::Upstream(pending) => resolve(shared, pending).await,
+        };
+        let Some(bytes) = finish(shared, reply, &client) else {
+            continue;
+        };
+        let Ok(len) = u16::try_from(bytes.len()) else {
+            return;
+        };
+        let mut framed = Vec::with_capacity(bytes.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&bytes);
+        if !matches!(
+            tokio::time::timeout(idle, stream.write_all(&framed)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rcode_labels_are_bounded() {
+        assert_eq!(rcode_label(ResponseCode::NXDomain), "NXDOMAIN");
+        assert_eq!(rcode_label(ResponseCode::Unknown(3000)), "OTHER");
+        assert_eq!(type_name(RecordType::Unknown(65280)), "TYPE65280");
+        assert_eq!(type_name(RecordType::MX), "MX");
+    }
+}
