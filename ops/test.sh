@@ -57,7 +57,7 @@ deb_installed() {
 }
 
 missing_debs=()
-for pkg in mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils; do
+for pkg in mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns; do
     deb_installed "$pkg" || missing_debs+=("$pkg")
 done
 if ((${#missing_debs[@]} > 0)); then

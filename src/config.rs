@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use pampa_bus::BusConfig;
+use pampa_dns::DnsConfig;
 use pampa_ingest::SmtpConfig;
 use pampa_radius::RadiusConfig;
 use pampa_stages::{
@@ -34,6 +35,8 @@ pub struct Config {
     pub stages: StagesConfig,
     /// The RADIUS role: authentication and accounting for the NAS fleet.
     pub radius: RadiusConfig,
+    /// The DNS role: authoritative zones, DNSBL mirror zones, recursion.
+    pub dns: DnsConfig,
 }
 
 /// The `[stages]` section: one table per stage.
@@ -79,6 +82,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             stages: StagesConfig::default(),
             radius: RadiusConfig::default(),
+            dns: DnsConfig::default(),
         }
     }
 }

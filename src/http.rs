@@ -1,7 +1,9 @@
-//! `GET /metrics`, `/healthz` and `/readyz`.
+//! `GET /metrics`, `/healthz` and `/readyz`, and `POST /-/reload` (as Prometheus names
+//! it) for the roles that reload files (the DNS zones): what `pampa dns reload` calls.
 //!
-//! Written by hand on tokio: three fixed GET paths do not justify an HTTP stack, and
-//! metrics-exporter-prometheus's own listener cannot serve the health endpoints.
+//! Written by hand on tokio: four fixed paths do not justify an HTTP stack, and
+//! metrics-exporter-prometheus's own listener cannot serve the health endpoints. The
+//! listener is loopback by default; reload only rereads the configured files.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -16,11 +18,17 @@ use tokio::{
 pub type ReadinessCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Reloads what the process serves from files; `Ok` says what loaded, `Err` what did
+/// not (the old data keeps serving).
+pub type ReloadAction =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
 /// Serves the endpoints until shutdown.
 pub async fn serve(
     listener: TcpListener,
     prometheus: PrometheusHandle,
     ready: ReadinessCheck,
+    reload: Option<ReloadAction>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -33,10 +41,13 @@ pub async fn serve(
         };
         let prometheus = prometheus.clone();
         let ready = ready.clone();
+        let reload = reload.clone();
         tokio::spawn(async move {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(10), answer(stream, prometheus, ready))
-                    .await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(60),
+                answer(stream, prometheus, ready, reload),
+            )
+            .await;
         });
     }
 }
@@ -45,6 +56,7 @@ async fn answer(
     mut stream: TcpStream,
     prometheus: PrometheusHandle,
     ready: ReadinessCheck,
+    reload: Option<ReloadAction>,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -71,11 +83,26 @@ async fn answer(
                 format!("not ready: {why}\n"),
             ),
         },
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+        ("POST", "/-/reload") => match &reload {
+            Some(reload) => match reload().await {
+                Ok(report) => ("200 OK", "text/plain", report),
+                Err(why) => (
+                    "500 Internal Server Error",
+                    "text/plain",
+                    format!("{why}\n"),
+                ),
+            },
+            None => (
+                "404 Not Found",
+                "text/plain",
+                "nothing to reload in this process\n".to_owned(),
+            ),
+        },
+        ("GET", _) | ("POST", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         _ => (
             "405 Method Not Allowed",
             "text/plain",
-            "only GET\n".to_owned(),
+            "only GET and POST\n".to_owned(),
         ),
     };
     let response = format!(

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod dns_cli;
 mod events;
 mod feedback;
 mod http;
@@ -93,6 +94,11 @@ enum Command {
     /// Deliver a discarded or quarantined message to the recipient's inbox after all,
     /// while its body is still retained.
     Recover(recover::RecoverArgs),
+    /// The DNS role's operator commands: reload, top, export.
+    Dns {
+        #[command(subcommand)]
+        action: dns_cli::DnsAction,
+    },
     /// The access sessions open now, projected from the accounting events.
     Sessions(sessions::SessionsArgs),
     /// One user's time online and traffic in a month, from the accounting events.
@@ -149,6 +155,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Trace { message_id, json } => trace::trace(&config, &message_id, json).await,
         Command::Train(args) => train::train(&config, &args).await,
         Command::Events(args) => events::events(&config, &args).await,
+        Command::Dns { action } => dns_cli::dns(&config, &action).await,
         Command::Sessions(args) => sessions::sessions(&config, &args).await,
         Command::Usage(args) => sessions::usage(&config, &args).await,
         Command::Feedback(args) => feedback::feedback(&config, &args).await,

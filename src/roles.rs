@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pampa_bus::{EventLog, Handler, Runner};
 use pampa_deliver::Deliver;
 use pampa_directory::Directory;
+use pampa_dns::{Dns, DnsHandle, ReloadOutcome, ReloadReport};
 use pampa_ingest::Ingest;
 use pampa_radius::{Radius, RadiusHandle};
 use pampa_schemas::RECOVERED_EVENT_TYPE;
@@ -38,6 +39,8 @@ pub enum Role {
     Deliver,
     /// RADIUS authentication and accounting.
     Radius,
+    /// Authoritative zones, DNSBL mirror zones and recursion.
+    Dns,
 }
 
 impl Role {
@@ -48,7 +51,7 @@ impl Role {
             Role::Antivirus => Some(StageName::Antivirus),
             Role::Auth => Some(StageName::Auth),
             Role::Score => Some(StageName::Score),
-            Role::Ingest | Role::Deliver | Role::Radius => None,
+            Role::Ingest | Role::Deliver | Role::Radius | Role::Dns => None,
         }
     }
 }
@@ -66,6 +69,8 @@ struct Tasks {
     set: JoinSet<()>,
     shutdown: watch::Receiver<bool>,
     probes: Vec<http::ReadinessCheck>,
+    /// What `POST /-/reload` and SIGHUP reload (the DNS zones), if a role here has files.
+    reload: Option<http::ReloadAction>,
 }
 
 impl Tasks {
@@ -74,6 +79,7 @@ impl Tasks {
             set: JoinSet::new(),
             shutdown: shutdown_signal(),
             probes: Vec::new(),
+            reload: None,
         }
     }
 }
@@ -195,6 +201,7 @@ async fn start_metrics(
         listener,
         backends.prometheus.clone(),
         readiness(backends, ingest, radius, std::mem::take(&mut tasks.probes)),
+        tasks.reload.clone(),
         tasks.shutdown.clone(),
     ));
     Ok(())
@@ -222,6 +229,105 @@ async fn start_radius(
         .set
         .spawn(radius.serve(sockets, tasks.shutdown.clone()));
     Ok(handle)
+}
+
+/// Starts the DNS role; `POST /-/reload` and SIGHUP reload its zones.
+async fn start_dns(config: &Config, backends: &Backends, tasks: &mut Tasks) -> Result<DnsHandle> {
+    let dns_config = config.dns.clone();
+    let log = backends.log.clone();
+    let timeout = config.bus.publish_timeout;
+    // Loading big DNSBL datasets is CPU work: off the async workers.
+    let dns = tokio::task::spawn_blocking(move || Dns::new(dns_config, log, timeout))
+        .await
+        .context("the DNS loader stopped")?
+        .context("cannot start the DNS role")?;
+    let sockets = dns
+        .bind()
+        .await
+        .with_context(|| format!("cannot listen for DNS on {}", config.dns.listen))?;
+    let handle = dns.handle();
+    tasks.set.spawn(dns.serve(sockets, tasks.shutdown.clone()));
+
+    let reloader = handle.clone();
+    let reload: http::ReloadAction = Arc::new(move || {
+        let handle = reloader.clone();
+        Box::pin(async move {
+            let report = handle.reload_report().await;
+            let text = describe_reload(&report);
+            if report.is_ok() {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+    });
+    tasks.reload = Some(reload.clone());
+    tasks
+        .set
+        .spawn(reload_on_sighup(reload, tasks.shutdown.clone()));
+    tasks.probes.push({
+        let handle = handle.clone();
+        Arc::new(move || {
+            let listening = handle.is_listening();
+            Box::pin(async move {
+                if listening {
+                    Ok(())
+                } else {
+                    Err("DNS is not listening".to_owned())
+                }
+            })
+        })
+    });
+    Ok(handle)
+}
+
+/// One line per zone: what a reload did.
+fn describe_reload(report: &ReloadReport) -> String {
+    let mut text = String::new();
+    for (kind, zone) in report
+        .zones
+        .iter()
+        .map(|z| ("zone", z))
+        .chain(report.dnsbl.iter().map(|z| ("dnsbl", z)))
+    {
+        let what = match &zone.outcome {
+            ReloadOutcome::Loaded { serial, records } if kind == "zone" => {
+                format!("loaded, serial {serial}, {records} records")
+            }
+            ReloadOutcome::Loaded { .. } => "loaded".to_owned(),
+            ReloadOutcome::Unchanged => "unchanged".to_owned(),
+            ReloadOutcome::Failed(why) => format!("FAILED, the old version keeps serving: {why}"),
+        };
+        text.push_str(&format!(
+            "{kind} {} ({}): {what}\n",
+            zone.name,
+            zone.file.display()
+        ));
+    }
+    if text.is_empty() {
+        text.push_str("no zones configured\n");
+    }
+    text
+}
+
+/// SIGHUP reloads, as name servers do.
+async fn reload_on_sighup(reload: http::ReloadAction, mut shutdown: watch::Receiver<bool>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("Cannot listen for SIGHUP; `pampa dns reload` still works.");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {
+                match reload().await {
+                    Ok(report) => tracing::info!(report = %report.trim_end(), "Reloaded on SIGHUP."),
+                    Err(report) => tracing::error!(report = %report.trim_end(), "A reload on SIGHUP failed; the old zones keep serving."),
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 async fn start_ingest(config: &Config, backends: &Backends, tasks: &mut Tasks) -> Result<Ingest> {
@@ -382,6 +488,7 @@ pub async fn up(config: Config) -> Result<()> {
     start_deliver(&config, &backends, &mut tasks);
     let ingest = start_ingest(&config, &backends, &mut tasks).await?;
     let radius = start_radius(&config, &backends, &mut tasks).await?;
+    start_dns(&config, &backends, &mut tasks).await?;
     start_metrics(
         &config,
         &backends,
@@ -417,6 +524,13 @@ pub async fn up(config: Config) -> Result<()> {
     println!(
         "  RADIUS     auth on {}, accounting on {} (udp)",
         config.radius.auth_listen, config.radius.acct_listen
+    );
+    println!(
+        "  DNS        on {} (udp and tcp), {} zones, {} DNSBL zones, recursion for {}",
+        config.dns.listen,
+        config.dns.zones.len(),
+        config.dns.dnsbl.len(),
+        config.dns.recursion_allowed.join(", ")
     );
     println!(
         "  metrics    http://{}/metrics  (also /healthz and /readyz)",
@@ -455,6 +569,10 @@ pub async fn run(config: Config, role: Role) -> Result<()> {
         }
         Role::Radius => {
             radius = Some(start_radius(&config, &backends, &mut tasks).await?);
+            None
+        }
+        Role::Dns => {
+            start_dns(&config, &backends, &mut tasks).await?;
             None
         }
         stage => {

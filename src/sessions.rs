@@ -77,7 +77,14 @@ pub async fn sessions(config: &Config, args: &SessionsArgs) -> Result<()> {
         .collect();
     table::print(
         &[
-            "USER", "NAS", "SESSION", "IP", "STARTED", "SECONDS", "OCTETS IN", "OCTETS OUT",
+            "USER",
+            "NAS",
+            "SESSION",
+            "IP",
+            "STARTED",
+            "SECONDS",
+            "OCTETS IN",
+            "OCTETS OUT",
         ],
         &rows,
     );
@@ -129,7 +136,14 @@ pub async fn usage(config: &Config, args: &UsageArgs) -> Result<()> {
     }
     let hours = usage.time_online_seconds as f64 / 3600.0;
     table::print(
-        &["USER", "MONTH", "SESSIONS", "TIME ONLINE", "OCTETS IN", "OCTETS OUT"],
+        &[
+            "USER",
+            "MONTH",
+            "SESSIONS",
+            "TIME ONLINE",
+            "OCTETS IN",
+            "OCTETS OUT",
+        ],
         &[vec![
             usage.user.clone(),
             format!("{year}-{month:02}"),
@@ -150,7 +164,10 @@ mod tests {
     fn months_are_checked() {
         assert_eq!(parse_month("2026-11").ok(), Some((2026, 11)));
         for bad in ["2026-13", "2026", "nov", "2026-0"] {
-            let error = parse_month(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            let error = parse_month(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(error.contains(bad), "{error}");
         }
     }

@@ -97,6 +97,8 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (str, Path)):
         s = str(value).replace("\\", "\\\\").replace('"', '\\"')
         return f'"{s}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML form for {value!r}")
 
 
@@ -319,6 +321,7 @@ class Pampa:
         self.metrics_port = free_port()
         self.radius_auth_port = free_port()
         self.radius_acct_port = free_port()
+        self.dns_port = free_port()
         self.config_path = workdir / "pampa.toml"
         self.log_path = workdir / "pampa.log"
         self.proc: subprocess.Popen | None = None
@@ -327,6 +330,7 @@ class Pampa:
         self.bus_conf: dict[str, Any] = {"url": bus_url, **(bus or {})}
         self.db_conf: dict[str, Any] = {"url": db_url} if db_url else {}
         self.smtp_conf: dict[str, Any] = {"listen": f"{LOCALHOST}:{self.smtp_port}", "hostname": "mx.test"}
+        self.dns_conf: dict[str, Any] = {"listen": f"{LOCALHOST}:{self.dns_port}"}
         self.radius_conf: dict[str, Any] = {
             "auth_listen": f"{LOCALHOST}:{self.radius_auth_port}",
             "acct_listen": f"{LOCALHOST}:{self.radius_acct_port}",
@@ -341,8 +345,10 @@ class Pampa:
         smtp: dict[str, Any] | None = None,
         bus: dict[str, Any] | None = None,
         radius: dict[str, Any] | None = None,
+        dns: dict[str, Any] | None = None,
     ) -> None:
         """Merges settings into the config and writes the file (takes effect at the next start)."""
+        self.dns_conf.update(dns or {})
         self.smtp_conf.update(smtp or {})
         self.bus_conf.update(bus or {})
         self.radius_conf.update(radius or {})
@@ -352,6 +358,7 @@ class Pampa:
             "smtp": self.smtp_conf,
             "metrics": {"listen": self.metrics_listen},
             "radius": self.radius_conf,
+            "dns": self.dns_conf,
         }
         text = toml_document({"data_dir": str(self.data_dir)}, sections)
         self.config_path.write_text(text + ("\n" + self.extra_toml if self.extra_toml else ""))
