@@ -240,3 +240,47 @@ def test_accounting_is_unanswered_while_the_log_is_down(harness):
         client.close()
     starts = [e for e in events(p, "access.acct") if e["payload"].get("session_id") == "down-1"]
     assert len(starts) == 1, starts
+
+
+@needs_radclient
+def test_accounting_and_the_unknown_nas_with_radclient(harness):
+    p = radius_stack(harness)
+    p.start()
+    base = 'User-Name = "alice"\nAcct-Session-Id = "rc-1"\nNAS-IP-Address = 127.0.0.1\n'
+    out = radclient(p, "acct", base + "Acct-Status-Type = Start\n")
+    assert "Accounting-Response" in out.stdout, out.stdout + out.stderr
+    assert [s["session_id"] for s in json.loads(p.cli("sessions", "--json").stdout)] == ["rc-1"]
+    out = radclient(
+        p, "acct",
+        base + "Acct-Status-Type = Interim-Update\nAcct-Session-Time = 30\n"
+        "Acct-Input-Octets = 100\nAcct-Output-Octets = 7\nAcct-Output-Gigawords = 1\n",
+    )
+    assert "Accounting-Response" in out.stdout, out.stdout
+    out = radclient(
+        p, "acct",
+        base + "Acct-Status-Type = Stop\nAcct-Session-Time = 90\nAcct-Terminate-Cause = User-Request\n"
+        "Acct-Input-Octets = 200\nAcct-Output-Octets = 9\nAcct-Output-Gigawords = 2\n",
+    )
+    assert "Accounting-Response" in out.stdout, out.stdout
+    month = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m")
+    usage = json.loads(p.cli("usage", "--user", "alice", "--month", month, "--json").stdout)
+    assert usage["sessions"] == 1 and usage["time_online_seconds"] == 90, usage
+    assert usage["input_octets"] == 200 and usage["output_octets"] == 2 * 2**32 + 9, usage
+    stop = [e for e in events(p, "access.acct") if e["payload"]["status"] == "stop"]
+    assert len(stop) == 1 and stop[0]["payload"]["terminate_cause"] == "User-Request", stop
+
+    # Accounting-On from the NAS closes what it had open.
+    radclient(p, "acct", 'User-Name = "bob"\nAcct-Session-Id = "rc-2"\nAcct-Status-Type = Start\n')
+    assert len(json.loads(p.cli("sessions", "--json").stdout)) == 1
+    out = radclient(p, "acct", "Acct-Status-Type = Accounting-On\nNAS-IP-Address = 127.0.0.1\n")
+    assert "Accounting-Response" in out.stdout, out.stdout
+    assert json.loads(p.cli("sessions", "--json").stdout) == []
+
+    # A NAS that is not registered gets nothing at all.
+    p.cli("nas", "remove", "127.0.0.1/32")
+    p.cli("nas", "add", "192.0.2.0/24", "--secret", SECRET)
+    def dropped() -> bool:
+        out = radclient(p, "auth", 'User-Name = "alice"\nUser-Password = "alice-pw"\nMessage-Authenticator = 0x00\n')
+        return "Access-Accept" not in out.stdout and "No reply" in (out.stdout + out.stderr)
+    # The NAS list is cached for a few seconds; the removal takes effect within them.
+    wait_for(dropped, 30, "the unregistered NAS to be dropped", 1.0)
