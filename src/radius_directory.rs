@@ -8,13 +8,16 @@
 //! with every spoofed address. The server may cache on top of this (its reply and password
 //! caches); this one only keeps SQL off the per-packet path.
 //!
-//! User lookups are not cached here: they happen once per Access-Request, which already
-//! costs an argon2 verification or a reply-cache hit, and a changed password or profile
-//! should apply at the next request.
+//! Users found are cached for the same TTL, bounded to [`USER_CACHE_SIZE`] entries: a
+//! lookup per Access-Request through the SQL pool costs several times what the rest of a
+//! PAP check does (measured in `ops/bench/radius.sh`). So a changed password, profile or
+//! removal applies within the TTL. Unknown names are not cached, so a flood of made-up
+//! user names cannot fill the cache.
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::{Duration, Instant},
 };
 
@@ -26,6 +29,9 @@ use pampa_radius::directory::{self as radius, LookupError, RadiusDirectory};
 /// How long a loaded NAS list is used before it is read again: how soon `pampa nas add`
 /// and `pampa nas remove` take effect in a running server.
 pub const NAS_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// Most users held in the cache; when it is full, expired entries go, then all.
+pub const USER_CACHE_SIZE: usize = 100_000;
 
 /// The NAS list as last read, and when.
 struct NasSnapshot {
@@ -42,6 +48,8 @@ pub struct DirectoryForRadius {
     /// Held while the NAS list is reloaded, so a burst of packets that all find the list
     /// stale causes one SQL query, not one each.
     reload: tokio::sync::Mutex<()>,
+    /// Users found, by address, with when they were read.
+    users: Mutex<HashMap<String, (Instant, radius::RadiusUser)>>,
 }
 
 impl DirectoryForRadius {
@@ -57,6 +65,7 @@ impl DirectoryForRadius {
             ttl,
             nas: RwLock::new(None),
             reload: tokio::sync::Mutex::new(()),
+            users: Mutex::new(HashMap::new()),
         }
     }
 
@@ -102,6 +111,14 @@ impl RadiusDirectory for DirectoryForRadius {
     }
 
     async fn user(&self, address: &str) -> Result<Option<radius::RadiusUser>, LookupError> {
+        if !self.ttl.is_zero() {
+            let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((read, user)) = users.get(address) {
+                if read.elapsed() < self.ttl {
+                    return Ok(Some(user.clone()));
+                }
+            }
+        }
         let user = match self.directory.radius_user(address).await {
             Ok(user) => user,
             // A User-Name that is no address cannot be anyone: an unknown user, not a
@@ -109,7 +126,7 @@ impl RadiusDirectory for DirectoryForRadius {
             Err(DirectoryError::InvalidAddress(_)) => None,
             Err(error) => return Err(error.into()),
         };
-        Ok(user.map(|user| radius::RadiusUser {
+        let user = user.map(|user| radius::RadiusUser {
             address: user.address,
             password_hash: user.password_hash,
             chap_secret: user.chap_secret,
@@ -121,7 +138,21 @@ impl RadiusDirectory for DirectoryForRadius {
                 class: user.profile.class,
                 simultaneous_use: user.profile.simultaneous_use,
             },
-        }))
+        });
+        if let Some(found) = &user {
+            if !self.ttl.is_zero() {
+                let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+                if users.len() >= USER_CACHE_SIZE {
+                    let ttl = self.ttl;
+                    users.retain(|_, (read, _)| read.elapsed() < ttl);
+                    if users.len() >= USER_CACHE_SIZE {
+                        users.clear();
+                    }
+                }
+                users.insert(address.to_owned(), (Instant::now(), found.clone()));
+            }
+        }
+        Ok(user)
     }
 
     fn verify_password(&self, user: &radius::RadiusUser, password: &str) -> bool {
@@ -199,5 +230,28 @@ mod tests {
         assert!(!adapter.verify_password(&alice, "chap-pw"));
         assert_eq!(adapter.user("bob@example.org").await.unwrap(), None);
         assert_eq!(adapter.user("not an address").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn found_users_are_cached_for_the_ttl_and_unknown_ones_are_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = directory(&tmp).await;
+        dir.add_domain("example.org").await.unwrap();
+        dir.add_user("alice@example.org", "alice-pw", "normal")
+            .await
+            .unwrap();
+        let cached = DirectoryForRadius::new(dir.clone());
+        let uncached = DirectoryForRadius::with_ttl(dir.clone(), Duration::ZERO);
+        assert!(cached.user("alice@example.org").await.unwrap().is_some());
+        assert_eq!(cached.user("bob@example.org").await.unwrap(), None);
+        dir.add_user("bob@example.org", "bob-pw", "normal")
+            .await
+            .unwrap();
+        dir.remove_user("alice@example.org").await.unwrap();
+        // alice is still served from the cache within the TTL; bob, unknown before, is
+        // found at once; without a TTL the removal shows at once.
+        assert!(cached.user("alice@example.org").await.unwrap().is_some());
+        assert!(cached.user("bob@example.org").await.unwrap().is_some());
+        assert_eq!(uncached.user("alice@example.org").await.unwrap(), None);
     }
 }
