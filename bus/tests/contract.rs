@@ -145,6 +145,7 @@ contract!(
     publish_then_consume_in_order,
     unacked_deliveries_come_back,
     duplicate_ids_are_stored_once,
+    concurrent_publishes_keep_order_and_dedup,
     nak_redelivers_after_the_delay,
     runner_dead_letters_after_max_deliver_and_retry_requeues,
     permanent_errors_go_straight_to_dead_letters,
@@ -248,6 +249,56 @@ async fn duplicate_ids_are_stored_once(b: Backend) {
         .unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].payload, b"once");
+}
+
+/// Many publishes at once (which the embedded log writes as one multi-row insert), with
+/// the same id twice among them: every event once, in sequence order, each duplicate
+/// acked with the stored sequence.
+async fn concurrent_publishes_keep_order_and_dedup(b: Backend) {
+    let log = std::sync::Arc::new(b.log);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let log = log.clone();
+        // Ids 0..299, except that 150..299 reuse 0..149's id every tenth time.
+        let id = if i >= 150 && i % 10 == 0 {
+            format!("c-{}", i - 150)
+        } else {
+            format!("c-{i}")
+        };
+        tasks.spawn(async move {
+            let ack = log
+                .publish(&event("mail.received", &id, &format!("p{i}")))
+                .await
+                .unwrap();
+            (id, ack)
+        });
+    }
+    let mut acks: std::collections::HashMap<String, Vec<pampa_bus::PublishAck>> =
+        std::collections::HashMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (id, ack) = done.unwrap();
+        acks.entry(id).or_default().push(ack);
+    }
+    for (id, acks) in &acks {
+        assert_eq!(
+            acks.iter().filter(|a| !a.duplicate).count(),
+            1,
+            "{id}: {acks:?}"
+        );
+        assert!(
+            acks.iter().all(|a| a.sequence == acks[0].sequence),
+            "{id}: {acks:?}"
+        );
+    }
+    let all = log
+        .replay("mail.>", chrono::DateTime::UNIX_EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), acks.len());
+    assert!(all.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    for stored in &all {
+        assert_eq!(acks[&stored.id][0].sequence, stored.sequence);
+    }
 }
 
 async fn nak_redelivers_after_the_delay(b: Backend) {
