@@ -433,7 +433,7 @@ fn describe(event: &StoredEvent) -> DeadLetter {
 }
 
 /// Dead letters not yet re-queued, oldest first.
-async fn open_dead_letters(log: &EventLog) -> Result<Vec<StoredEvent>> {
+pub(crate) async fn open_dead_letters(log: &EventLog) -> Result<Vec<StoredEvent>> {
     let all = log
         .replay(subjects::DEAD_SUBJECTS, chrono::DateTime::UNIX_EPOCH)
         .await?;

@@ -1,6 +1,7 @@
 //! The `pampa` command: runs the roles and administers the directory and the log.
 
 mod admin;
+mod audit;
 mod config;
 mod dns_cli;
 mod events;
@@ -103,6 +104,9 @@ enum Command {
     Sessions(sessions::SessionsArgs),
     /// One user's time online and traffic in a month, from the accounting events.
     Usage(sessions::UsageArgs),
+    /// Check the event log against the mailboxes: every accepted copy in exactly one
+    /// terminal state, none missing, none duplicated.
+    Audit(audit::AuditArgs),
     /// Print the events of one subject (`access.acct`, `mail.>` …) from the log.
     Events(events::EventsArgs),
     /// Inspect and re-queue dead letters.
@@ -154,6 +158,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Addressbook { action } => lists::addressbook(&config, action).await,
         Command::Trace { message_id, json } => trace::trace(&config, &message_id, json).await,
         Command::Train(args) => train::train(&config, &args).await,
+        Command::Audit(args) => audit::audit(&config, &args).await,
         Command::Events(args) => events::events(&config, &args).await,
         Command::Dns { action } => dns_cli::dns(&config, &action).await,
         Command::Sessions(args) => sessions::sessions(&config, &args).await,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import smtplib
 import time
 
 import pytest
 
-from conftest import assert_delivered_verbatim, make_message, send_message, smtp_connect
+from conftest import assert_delivered_verbatim, make_message, send_message, smtp_connect, wait_for
 
 SENDER = "sender@remote.test"
 ALICE = "alice@example.org"
@@ -47,6 +49,47 @@ def test_kill9_right_after_250_loses_nothing(harness, stack):
     for marker, msg in sent:
         assert_delivered_verbatim(p.wait_delivered(ALICE, marker), msg)
     assert_exactly_once_after_marker(p, [m for m, _ in sent])
+    audit = assert_audit_clean(p)
+    assert audit["inbox"] == audit["copies"] == len(sent) + 1, audit
+
+
+def assert_audit_clean(p) -> dict:
+    """`pampa audit`: every accepted copy in one terminal state, none missing or doubled."""
+    def settled():
+        report = json.loads(p.cli("audit", "--json", check=False).stdout or "{}")
+        return report if report.get("in_flight") == 0 else None
+
+    report = wait_for(settled, 30, "every copy to reach a terminal state")
+    assert report["missing"] == 0 and report["duplicated"] == 0, report
+    terminal = sum(report[k] for k in ("inbox", "spam", "quarantine", "other_folders", "discarded", "failed", "dead_lettered"))
+    assert terminal == report["copies"], report
+    return report
+
+
+def test_audit_finds_missing_and_duplicated_copies(harness):
+    p = harness.pampa()
+    p.setup_users("example.org", "alice", "bob")
+    p.start()
+    markers = []
+    for i in range(3):
+        marker, _ = p.send(SENDER, [ALICE, "bob@example.org"], f"audit {i}")
+        p.wait_delivered(ALICE, marker)
+        p.wait_delivered("bob@example.org", marker)
+        markers.append(marker)
+    report = assert_audit_clean(p)
+    assert report["messages"] == 3 and report["copies"] == 6 and report["inbox"] == 6, report
+
+    # A copy that vanished is missing; a second file of one copy is a duplicate.
+    p.copies(ALICE, markers[0])[0].unlink()
+    kept = p.copies("bob@example.org", markers[1])[0]
+    secs, rest = kept.name.split(".", 1)
+    shutil.copy(kept, kept.with_name(f"{int(secs) + 1}.{rest}"))
+    cp = p.cli("audit", "--json", check=False)
+    assert cp.returncode != 0, cp
+    report = json.loads(cp.stdout)
+    assert report["missing"] == 1 and report["duplicated"] == 1, report
+    assert report["missing_samples"][0].endswith(ALICE), report
+    assert "1 copies missing and 1 duplicated" in cp.stderr, cp.stderr
 
 
 def test_nats_down_gives_451_then_retry_delivers_once(harness):
