@@ -235,6 +235,13 @@ impl Session {
             Request::Ehlo { host } => self.hello(host, true),
             Request::Helo { host } => self.hello(host, false),
             Request::Mail { from } => self.mail(from.address, from.size),
+            // RFC 5321 lets a server ignore a source route (`<@relay:user@domain>`), but
+            // relays once honoured them, so they are refused outright: no sender needs one.
+            Request::Rcpt { .. } if has_source_route(line) => self.error(
+                553,
+                "5.1.0",
+                "Source routes are not accepted; name the recipient alone",
+            ),
             Request::Rcpt { to } => self.rcpt(&to.address).await,
             Request::Data => self.data().await,
             Request::Rset => {
@@ -374,6 +381,11 @@ impl Session {
         if count >= self.shared.config.max_recipients {
             self.reply(452, "4.5.3", "Too many recipients");
             return Next::Continue;
+        }
+        // `user@domain.` names the same domain, but an MX that accepted it could be
+        // tricked into relaying by a downstream that reads it otherwise.
+        if to.ends_with('.') {
+            return self.error(553, "5.1.3", "A trailing dot in the domain is not accepted");
         }
         let Ok(address) = Address::parse(to) else {
             return self.error(501, "5.1.3", "Bad recipient address syntax");
@@ -627,5 +639,28 @@ impl Session {
             Ok(result) => result,
             Err(_) => Err("the event log did not confirm in time".to_owned()),
         }
+    }
+}
+
+/// Whether a `MAIL`/`RCPT` command line's path starts with a source route (`<@a,@b:…>`).
+fn has_source_route(line: &[u8]) -> bool {
+    line.iter()
+        .position(|b| *b == b'<')
+        .and_then(|open| line[open + 1..].iter().find(|b| !b.is_ascii_whitespace()))
+        == Some(&b'@')
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn source_routes_are_found_in_the_path() {
+        assert!(super::has_source_route(
+            b"RCPT TO:<@relay.example:user@example.org>"
+        ));
+        assert!(super::has_source_route(
+            b"RCPT TO: < @a,@b:user@example.org>"
+        ));
+        assert!(!super::has_source_route(b"RCPT TO:<user@example.org>"));
+        assert!(!super::has_source_route(b"RCPT TO:user@example.org"));
     }
 }
