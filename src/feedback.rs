@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pampa_bus::{EventLog, OutgoingEvent, StoredEvent};
 use pampa_schemas::{
-    decode, decode_analysis, new_id, Disposition, Envelope, MailAnalysis, MailFeedback,
+    decode, decode_analysis, new_id, Disposition, Envelope, Event, MailAnalysis, MailFeedback,
     MailReceived, Verdict, ANALYSIS_EVENT_TYPES, RECOVERED_EVENT_TYPE,
 };
 
@@ -114,6 +114,23 @@ impl Message {
             .as_ref()
             .map(|d| d.disposition)
     }
+}
+
+/// Every verdict recorded since `since`, decoded, in log order: what replay's
+/// `--labels feedback` and `pampa train --from-feedback` read.
+pub(crate) fn verdicts(
+    log: &EventLog,
+    since: chrono::DateTime<chrono::Utc>,
+) -> futures::stream::BoxStream<'static, Result<MailFeedback>> {
+    use futures::StreamExt;
+    log.replay_stream(MailFeedback::EVENT_TYPE, since)
+        .map(|event| {
+            let event = event?;
+            Ok(decode::<MailFeedback>(&event.payload)
+                .with_context(|| format!("cannot decode feedback event {}", event.id))?
+                .payload)
+        })
+        .boxed()
 }
 
 /// Records a user's verdict on a message.

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use pampa_bus::EventLog;
-use pampa_schemas::{decode, MailFeedback, Verdict};
+use pampa_schemas::Verdict;
 
 /// What `--labels` names, the word `feedback` or a file.
 pub const FROM_FEEDBACK: &str = "feedback";
@@ -60,12 +60,9 @@ impl Labels {
     /// recipient on the same message replaces an earlier one.
     pub async fn from_feedback(log: &EventLog, since: DateTime<Utc>) -> Result<Labels> {
         let mut labels = Labels::default();
-        let mut stream = log.replay_stream("mail.feedback", since);
-        while let Some(event) = stream.next().await {
-            let event = event?;
-            let feedback = decode::<MailFeedback>(&event.payload)
-                .with_context(|| format!("cannot decode feedback event {}", event.id))?
-                .payload;
+        let mut stream = crate::feedback::verdicts(log, since);
+        while let Some(feedback) = stream.next().await {
+            let feedback = feedback?;
             let is_spam = feedback.verdict == Verdict::Spam;
             labels.messages.insert(feedback.message_id.clone(), is_spam);
             labels.recipients.insert(

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use pampa_bus::{BusError, EventLog};
-use pampa_schemas::{decode, BlobRef, MailFeedback, MailReceived, Verdict};
+use pampa_schemas::{decode, BlobRef, MailReceived, Verdict};
 use pampa_stages::classifier::Classifier;
 
 use crate::{config::Config, replay::parse_time, trace::start_of};
@@ -106,12 +106,9 @@ pub async fn train(
     // The latest verdict per message wins; recipients who disagree are counted.
     let mut verdicts: HashMap<String, Verdict> = HashMap::new();
     let mut disagreed: HashSet<String> = HashSet::new();
-    let mut stream = log.replay_stream("mail.feedback", since);
-    while let Some(event) = stream.next().await {
-        let event = event?;
-        let feedback = decode::<MailFeedback>(&event.payload)
-            .with_context(|| format!("cannot decode feedback event {}", event.id))?
-            .payload;
+    let mut stream = crate::feedback::verdicts(&log, since);
+    while let Some(feedback) = stream.next().await {
+        let feedback = feedback?;
         tally.verdicts += 1;
         if let Some(old) = verdicts.insert(feedback.message_id.clone(), feedback.verdict) {
             if old != feedback.verdict {
