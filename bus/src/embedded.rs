@@ -95,6 +95,12 @@ enum Settle {
 
 enum Command {
     Publish(OutgoingEvent, oneshot::Sender<Result<PublishAck, BusError>>),
+    /// Many events with one answer: one command, so one slot in the writer's batch and
+    /// one wake-up of the caller, however many events it carries.
+    PublishBatch(
+        Vec<OutgoingEvent>,
+        oneshot::Sender<Result<Vec<PublishAck>, BusError>>,
+    ),
     Register(ConsumerSpec, oneshot::Sender<Result<(), BusError>>),
     Fetch(
         ConsumerSpec,
@@ -261,6 +267,16 @@ impl EmbeddedLog {
             .await
     }
 
+    /// See [`crate::EventLog::publish_batch`]: one writer command, so one transaction
+    /// (with whatever else is queued) and one reply for the whole batch.
+    pub async fn publish_batch(
+        &self,
+        events: &[OutgoingEvent],
+    ) -> Result<Vec<PublishAck>, BusError> {
+        self.call(|reply| Command::PublishBatch(events.to_vec(), reply))
+            .await
+    }
+
     /// See [`crate::EventLog::consumer`].
     pub async fn consumer(&self, spec: ConsumerSpec) -> Result<EmbeddedConsumer, BusError> {
         self.call(|reply| Command::Register(spec.clone(), reply))
@@ -423,6 +439,10 @@ impl EmbeddedAck {
 
 enum Reply {
     Publish(oneshot::Sender<Result<PublishAck, BusError>>, PublishAck),
+    PublishBatch(
+        oneshot::Sender<Result<Vec<PublishAck>, BusError>>,
+        Vec<PublishAck>,
+    ),
     Unit(oneshot::Sender<Result<(), BusError>>),
     Fetch(
         oneshot::Sender<Result<Vec<(StoredEvent, u32)>, BusError>>,
@@ -436,6 +456,7 @@ impl Reply {
         // A caller that went away no longer needs its answer.
         let _ = match self {
             Reply::Publish(tx, ack) => tx.send(Ok(ack)).is_ok(),
+            Reply::PublishBatch(tx, acks) => tx.send(Ok(acks)).is_ok(),
             Reply::Unit(tx) => tx.send(Ok(())).is_ok(),
             Reply::Fetch(tx, batch) => tx.send(Ok(batch)).is_ok(),
             Reply::Purge(tx, n) => tx.send(Ok(n)).is_ok(),
@@ -445,6 +466,7 @@ impl Reply {
         let err = || BusError::Unavailable(error.to_owned());
         let _ = match self {
             Reply::Publish(tx, _) => tx.send(Err(err())).is_ok(),
+            Reply::PublishBatch(tx, _) => tx.send(Err(err())).is_ok(),
             Reply::Unit(tx) => tx.send(Err(err())).is_ok(),
             Reply::Fetch(tx, _) => tx.send(Err(err())).is_ok(),
             Reply::Purge(tx, _) => tx.send(Err(err())).is_ok(),
@@ -469,12 +491,19 @@ async fn write_loop(
             // Runs of publishes go in as multi-row INSERTs: one statement per run instead
             // of one per event, which is most of the writer's cost under load. Other
             // commands run in their place, so the batch keeps its order.
-            let mut publishes = Vec::new();
+            let mut publishes = Publishes::default();
             for command in batch.drain(..) {
                 match command {
                     Command::Publish(event, reply) => {
                         published = true;
-                        publishes.push((event, reply));
+                        publishes.events.push(event);
+                        publishes.waiting.push(Waiting::One(reply));
+                    }
+                    Command::PublishBatch(events, reply) => {
+                        published |= !events.is_empty();
+                        let n = events.len();
+                        publishes.events.extend(events);
+                        publishes.waiting.push(Waiting::Many(reply, n));
                     }
                     other => {
                         insert_events(&mut tx, &mut publishes, &mut replies).await?;
@@ -505,19 +534,54 @@ async fn write_loop(
     }
 }
 
-/// Rows per multi-row INSERT: 5 parameters each, well under SQLite's 32,766.
+/// Most rows per multi-row INSERT: 5 parameters each, well under SQLite's 32,766.
 const INSERT_ROWS: usize = 256;
+
+/// Who waits for which of the [`Publishes`]' events, in order.
+enum Waiting {
+    One(oneshot::Sender<Result<PublishAck, BusError>>),
+    Many(oneshot::Sender<Result<Vec<PublishAck>, BusError>>, usize),
+}
+
+/// A run of publishes in one transaction: the events, and the callers who wait for them
+/// (each `Waiting` takes the next one or `n` acks).
+#[derive(Default)]
+struct Publishes {
+    events: Vec<OutgoingEvent>,
+    waiting: Vec<Waiting>,
+}
+
+/// Splits `n` rows into INSERTs of 256, then powers of two: the statements are prepared
+/// once and cached by their text, so a handful of sizes keeps the cache hot, where every
+/// size from 1 to 255 would keep preparing new ones.
+fn insert_chunks(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= INSERT_ROWS {
+            INSERT_ROWS
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        n -= size;
+        Some(size)
+    })
+}
 
 /// Inserts the pending publishes (emptying `publishes`) and queues their replies, in
 /// order. An id already in the log is a duplicate: its ack names the stored sequence.
 async fn insert_events(
     conn: &mut SqliteConnection,
-    publishes: &mut Vec<(OutgoingEvent, oneshot::Sender<Result<PublishAck, BusError>>)>,
+    publishes: &mut Publishes,
     replies: &mut Vec<Reply>,
 ) -> Result<(), sqlx::Error> {
-    let pending = std::mem::take(publishes);
-    let mut acks = Vec::with_capacity(pending.len());
-    for chunk in pending.chunks(INSERT_ROWS) {
+    let Publishes { events, waiting } = std::mem::take(publishes);
+    let mut acks = Vec::with_capacity(events.len());
+    let mut at_row = 0;
+    for size in insert_chunks(events.len()) {
+        let chunk = &events[at_row..at_row + size];
+        at_row += size;
         let mut sql = String::from(
             "INSERT INTO events (msg_id, subject, headers, payload, published_at) VALUES ",
         );
@@ -531,7 +595,7 @@ async fn insert_events(
         sql.push_str(" ON CONFLICT (msg_id) DO NOTHING RETURNING seq, msg_id");
         let at = now_ms();
         let mut query = sqlx::query(&sql);
-        for (event, _) in chunk {
+        for event in chunk {
             query = query
                 .bind(&event.id)
                 .bind(&event.subject)
@@ -539,12 +603,13 @@ async fn insert_events(
                 .bind(&event.payload)
                 .bind(at);
         }
-        let mut inserted: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        let mut inserted: std::collections::HashMap<String, i64> =
+            std::collections::HashMap::with_capacity(chunk.len());
         for row in query.fetch_all(&mut *conn).await? {
             inserted.insert(row.try_get("msg_id")?, row.try_get("seq")?);
         }
-        let mut seen = std::collections::HashSet::new();
-        for (event, _) in chunk {
+        let mut seen = std::collections::HashSet::with_capacity(chunk.len());
+        for event in chunk {
             // The first of two equal ids in one chunk is the insert; the second is a
             // duplicate of it.
             let fresh = seen.insert(event.id.as_str());
@@ -571,8 +636,21 @@ async fn insert_events(
             acks.push(ack);
         }
     }
-    for ((_, sender), ack) in pending.into_iter().zip(acks) {
-        replies.push(Reply::Publish(sender, ack));
+    let mut acks = acks.into_iter();
+    for waiter in waiting {
+        match waiter {
+            Waiting::One(sender) => match acks.next() {
+                Some(ack) => replies.push(Reply::Publish(sender, ack)),
+                None => return Err(sqlx::Error::Protocol("a publish produced no ack".into())),
+            },
+            Waiting::Many(sender, n) => {
+                let mine: Vec<PublishAck> = acks.by_ref().take(n).collect();
+                if mine.len() != n {
+                    return Err(sqlx::Error::Protocol("a publish produced no ack".into()));
+                }
+                replies.push(Reply::PublishBatch(sender, mine));
+            }
+        }
     }
     Ok(())
 }
@@ -580,9 +658,22 @@ async fn insert_events(
 async fn execute(conn: &mut SqliteConnection, command: Command) -> Result<Reply, sqlx::Error> {
     match command {
         // The writer batches publishes through `insert_events`; one alone goes the same way.
-        Command::Publish(event, reply) => {
+        command @ (Command::Publish(..) | Command::PublishBatch(..)) => {
+            let mut publishes = Publishes::default();
+            match command {
+                Command::Publish(event, reply) => {
+                    publishes.events.push(event);
+                    publishes.waiting.push(Waiting::One(reply));
+                }
+                Command::PublishBatch(events, reply) => {
+                    let n = events.len();
+                    publishes.events = events;
+                    publishes.waiting.push(Waiting::Many(reply, n));
+                }
+                _ => {}
+            }
             let mut replies = Vec::with_capacity(1);
-            insert_events(conn, &mut vec![(event, reply)], &mut replies).await?;
+            insert_events(conn, &mut publishes, &mut replies).await?;
             match replies.pop() {
                 Some(reply) => Ok(reply),
                 None => Err(sqlx::Error::Protocol("a publish produced no reply".into())),
@@ -706,6 +797,15 @@ async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::filter_sql;
+
+    #[test]
+    fn inserts_come_in_few_sizes() {
+        let sizes = |n| super::insert_chunks(n).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(255), vec![128, 64, 32, 16, 8, 4, 2, 1]);
+        assert_eq!(sizes(600), vec![256, 256, 64, 16, 8]);
+    }
 
     #[test]
     fn filters_become_sql() {

@@ -56,14 +56,35 @@ pub fn stream_for(subject: &str) -> Option<&'static str> {
         .map(|(name, _)| *name)
 }
 
+/// The JetStream message of an event: its headers, then the id as `Nats-Msg-Id`.
+fn publish_message(event: &OutgoingEvent) -> PublishMessage {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &event.headers {
+        headers.insert(name.as_str(), value.as_str());
+    }
+    // `headers` replaces the whole map, so the message id goes on after it.
+    PublishMessage::build()
+        .headers(headers)
+        .message_id(&event.id)
+        .payload(event.payload.clone().into())
+}
+
 impl JetStreamLog {
     /// Connects and makes sure the streams `MAIL`, `ACCESS`, `DNS`, `DEAD` and the body
     /// bucket exist with the configured retention and replicas.
     pub async fn connect(config: &BusConfig) -> Result<Self, BusError> {
+        // A cluster is named as `nats://a:4222,nats://b:4222,…`: the client knows every
+        // node from the start and moves to another when one goes down.
+        let servers = config
+            .url
+            .split(',')
+            .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BusError::Config(format!("bad NATS URL {:?}: {e}", config.url)))?;
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .name("pampa")
-            .connect(config.url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| unavailable(&format!("cannot connect to NATS at {}", config.url), e))?;
         let mut context = jetstream::new(client.clone());
@@ -112,18 +133,9 @@ impl JetStreamLog {
 
     /// See [`crate::EventLog::publish`].
     pub async fn publish(&self, event: &OutgoingEvent) -> Result<PublishAck, BusError> {
-        let mut headers = HeaderMap::new();
-        for (name, value) in &event.headers {
-            headers.insert(name.as_str(), value.as_str());
-        }
-        // `headers` replaces the whole map, so the message id goes on after it.
-        let message = PublishMessage::build()
-            .headers(headers)
-            .message_id(&event.id)
-            .payload(event.payload.clone().into());
         let ack = self
             .context
-            .send_publish(event.subject.clone(), message)
+            .send_publish(event.subject.clone(), publish_message(event))
             .await
             .map_err(|e| unavailable("publish failed", e))?
             .await
@@ -132,6 +144,38 @@ impl JetStreamLog {
             sequence: ack.sequence,
             duplicate: ack.duplicate,
         })
+    }
+
+    /// See [`crate::EventLog::publish_batch`]. Every publish goes out before any ack is
+    /// awaited, so the batch costs about one round trip to the server, not one per event.
+    pub async fn publish_batch(
+        &self,
+        events: &[OutgoingEvent],
+    ) -> Result<Vec<PublishAck>, BusError> {
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let future = self
+                .context
+                .send_publish(event.subject.clone(), publish_message(event))
+                .await
+                .map_err(|e| unavailable("publish failed", e))?;
+            pending.push(future);
+        }
+        let acks = futures::future::join_all(
+            pending
+                .into_iter()
+                .map(std::future::IntoFuture::into_future),
+        )
+        .await;
+        acks.into_iter()
+            .map(|ack| {
+                let ack = ack.map_err(|e| unavailable("publish was not acknowledged", e))?;
+                Ok(PublishAck {
+                    sequence: ack.sequence,
+                    duplicate: ack.duplicate,
+                })
+            })
+            .collect()
     }
 
     /// See [`crate::EventLog::consumer`].

@@ -146,6 +146,7 @@ contract!(
     unacked_deliveries_come_back,
     duplicate_ids_are_stored_once,
     concurrent_publishes_keep_order_and_dedup,
+    publish_batch_acks_in_order_and_dedups,
     nak_redelivers_after_the_delay,
     runner_dead_letters_after_max_deliver_and_retry_requeues,
     permanent_errors_go_straight_to_dead_letters,
@@ -249,6 +250,53 @@ async fn duplicate_ids_are_stored_once(b: Backend) {
         .unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].payload, b"once");
+}
+
+/// A batch is stored in its own order with one ack per event, in that order; an id
+/// already in the log, and one repeated inside the batch, are acked as duplicates with
+/// the stored sequence, and nothing is stored twice. An empty batch is no error.
+async fn publish_batch_acks_in_order_and_dedups(b: Backend) {
+    assert!(b.log.publish_batch(&[]).await.unwrap().is_empty());
+    let before = b
+        .log
+        .publish(&event("dns.query", "b-0", "first"))
+        .await
+        .unwrap();
+    // 300 events: more than one multi-row INSERT on the embedded log.
+    let mut batch: Vec<OutgoingEvent> = (1..=300)
+        .map(|i| event("dns.query", &format!("b-{i}"), &format!("p{i}")))
+        .collect();
+    batch.insert(100, event("dns.query", "b-0", "again"));
+    batch.push(event("dns.query", "b-7", "again"));
+    let acks = b.log.publish_batch(&batch).await.unwrap();
+    assert_eq!(acks.len(), batch.len());
+    assert!(acks[100].duplicate);
+    assert_eq!(acks[100].sequence, before.sequence);
+    let last = acks[acks.len() - 1];
+    assert!(last.duplicate);
+    assert_eq!(last.sequence, acks[6].sequence);
+    let fresh: Vec<u64> = acks
+        .iter()
+        .filter(|a| !a.duplicate)
+        .map(|a| a.sequence)
+        .collect();
+    assert_eq!(fresh.len(), 300);
+    assert!(fresh.windows(2).all(|w| w[0] < w[1]), "acks out of order");
+    assert!(fresh[0] > before.sequence);
+    let all = b
+        .log
+        .replay("dns.query", chrono::DateTime::UNIX_EPOCH)
+        .await
+        .unwrap();
+    let payloads: Vec<String> = all
+        .iter()
+        .map(|e| String::from_utf8(e.payload.clone()).unwrap())
+        .collect();
+    let expected: Vec<String> = std::iter::once("first".to_owned())
+        .chain((1..=300).map(|i| format!("p{i}")))
+        .collect();
+    assert_eq!(payloads, expected);
+    assert_eq!(all[1].sequence, fresh[0]);
 }
 
 /// Many publishes at once (which the embedded log writes as one multi-row insert), with

@@ -1,73 +1,294 @@
 //! The query log: `dns.query` events published off the answer path.
+//!
+//! The answer path only queues a small [`QueryRecord`] (no formatting, and no allocation
+//! for names up to 32 bytes of labels) and wakes the publisher at most twice per batch:
+//! when the queue goes from empty to one record, and when it reaches the flush size.
+//! The publisher then waits [`FLUSH_EVERY`] for more, builds the events itself and hands
+//! them to the log as one [`EventLog::publish_batch`]: one transaction and one reply for
+//! thousands of events, where a publish per event cost more than answering the query.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, OnceLock,
+    },
+    time::Duration,
+};
 
+use chrono::{DateTime, Utc};
+use hickory_proto::{
+    op::ResponseCode,
+    rr::{DNSClass, Name, RecordType},
+};
 use pampa_bus::{EventLog, OutgoingEvent};
-use pampa_schemas::{new_id, DnsQuery, Envelope};
-use tokio::sync::{mpsc, watch, Semaphore};
+use pampa_schemas::{new_id, DnsQuery, DnsTransport, Envelope, ZoneKind};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::metrics;
 
 /// The `source` of the events.
 pub const SOURCE: &str = "dns";
-/// Publishes in flight at once: enough for the embedded log to group many events into
-/// one fsync at tens of thousands of queries a second.
-const CONCURRENCY: usize = 512;
-/// Events taken off the queue per wake-up.
-const BATCH: usize = 1024;
+/// How long the publisher lets records gather after the first one arrives: long enough
+/// that a batch at tens of thousands of queries a second holds hundreds of events (one
+/// fsync for all of them), short enough that an event is in the log well within a second.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
+/// Records that end the wait early (capped at a quarter of the queue, so a small queue
+/// is flushed before it fills).
+const FLUSH_AT: usize = 2048;
+/// Most events in one published batch.
+const MAX_BATCH: usize = 4096;
+/// Batches being published at once: the next batch is built while the log commits the
+/// previous one.
+const IN_FLIGHT: usize = 4;
 
-/// Queues one event without waiting; a full queue drops it and counts it.
-pub(crate) fn enqueue(tx: &mpsc::Sender<DnsQuery>, event: DnsQuery) {
-    if let Err(e) = tx.try_send(event) {
-        let reason = match e {
-            mpsc::error::TrySendError::Full(_) => "queue_full",
-            mpsc::error::TrySendError::Closed(_) => "publish_failed",
+/// One answered query, as the answer path hands it over. The event's strings are made
+/// from it by the publisher, on its own time.
+#[derive(Debug, Clone)]
+pub(crate) struct QueryRecord {
+    /// When the query arrived.
+    pub time: DateTime<Utc>,
+    /// Who asked.
+    pub peer: SocketAddr,
+    /// UDP or TCP.
+    pub transport: DnsTransport,
+    /// The message id, when the header could be read.
+    pub id: Option<u16>,
+    /// The first question, when there was a readable one.
+    pub question: Option<(Name, RecordType, DNSClass)>,
+    /// The rcode sent.
+    pub rcode: ResponseCode,
+    /// Records in the answer section.
+    pub answer_count: u16,
+    /// Which part of the server answered.
+    pub zone_kind: ZoneKind,
+    /// Microseconds from reading the query to handing the response over.
+    pub latency_us: u64,
+    /// Bytes sent (0 when nothing was).
+    pub response_size: u32,
+    /// The apex of the zone that answered.
+    pub zone: Option<Name>,
+    /// TC was set.
+    pub truncated: bool,
+    /// The rate limit held the answer back.
+    pub rate_limited: bool,
+}
+
+impl QueryRecord {
+    fn into_event(self) -> DnsQuery {
+        let (qname, qtype, qclass) = match self.question {
+            Some((name, qtype, qclass)) => (
+                name.to_lowercase().to_string(),
+                type_name(qtype),
+                class_name(qclass),
+            ),
+            None => (String::new(), String::new(), String::new()),
         };
-        ::metrics::counter!(metrics::QUERY_LOG_DROPPED_TOTAL, "reason" => reason).increment(1);
+        DnsQuery {
+            time: self.time,
+            client_ip: self.peer.ip().to_canonical().to_string(),
+            client_port: self.peer.port(),
+            transport: self.transport,
+            qname,
+            qtype,
+            qclass,
+            rcode: match crate::server::rcode_label(self.rcode) {
+                "OTHER" => format!("RCODE{}", u16::from(self.rcode)),
+                label => label.to_owned(),
+            },
+            answer_count: self.answer_count,
+            zone_kind: self.zone_kind,
+            latency_us: self.latency_us,
+            response_size: self.response_size,
+            id: self.id,
+            zone: self.zone.map(|z| z.to_string()),
+            truncated: self.truncated,
+            rate_limited: self.rate_limited,
+        }
     }
 }
 
-/// Drains the queue into the log, many publishes at once, until `stop` turns true; then
-/// publishes what is still queued and waits for the publishes in flight.
+/// The question type's mnemonic, `TYPEn` for unknown ones (RFC 3597).
+pub(crate) fn type_name(t: RecordType) -> String {
+    match t {
+        RecordType::Unknown(n) => format!("TYPE{n}"),
+        t => t.to_string(),
+    }
+}
+
+fn class_name(c: DNSClass) -> String {
+    match c {
+        DNSClass::IN => "IN".to_owned(),
+        DNSClass::CH => "CH".to_owned(),
+        DNSClass::HS => "HS".to_owned(),
+        DNSClass::NONE => "NONE".to_owned(),
+        DNSClass::ANY => "ANY".to_owned(),
+        other => format!("CLASS{}", u16::from(other)),
+    }
+}
+
+/// The answer path's end of the query log.
+pub(crate) struct Queue {
+    tx: mpsc::Sender<QueryRecord>,
+    /// Records queued since the publisher last started draining. Counted here rather
+    /// than read from the channel so that exactly one push sees each value: the one
+    /// that sees 1 wakes the publisher, and so does the one that sees the flush size.
+    pending: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
+    flush_at: usize,
+    /// Created on the first drop, so the series appears only once something is lost,
+    /// and looked up once instead of per drop.
+    queue_full: OnceLock<::metrics::Counter>,
+    closed: OnceLock<::metrics::Counter>,
+}
+
+/// The publisher's end of the query log.
+pub(crate) struct Publisher {
+    rx: mpsc::Receiver<QueryRecord>,
+    pending: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
+}
+
+/// A queue of `capacity` records and the publisher that empties it.
+pub(crate) fn channel(capacity: usize) -> (Queue, Publisher) {
+    let capacity = capacity.max(1);
+    let (tx, rx) = mpsc::channel(capacity);
+    let pending = Arc::new(AtomicUsize::new(0));
+    let wake = Arc::new(Notify::new());
+    (
+        Queue {
+            tx,
+            pending: pending.clone(),
+            wake: wake.clone(),
+            flush_at: (capacity / 4).clamp(1, FLUSH_AT),
+            queue_full: OnceLock::new(),
+            closed: OnceLock::new(),
+        },
+        Publisher { rx, pending, wake },
+    )
+}
+
+fn dropped_counter(reason: &'static str) -> ::metrics::Counter {
+    ::metrics::counter!(metrics::QUERY_LOG_DROPPED_TOTAL, "reason" => reason)
+}
+
+impl Queue {
+    /// Queues one record without waiting; a full queue drops it and counts it.
+    pub(crate) fn push(&self, record: QueryRecord) {
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                let n = self.pending.fetch_add(1, Ordering::AcqRel) + 1;
+                if n == 1 || n == self.flush_at {
+                    self.wake.notify_one();
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => self
+                .queue_full
+                .get_or_init(|| dropped_counter("queue_full"))
+                .increment(1),
+            Err(mpsc::error::TrySendError::Closed(_)) => self
+                .closed
+                .get_or_init(|| dropped_counter("publish_failed"))
+                .increment(1),
+        }
+    }
+}
+
+/// Drains the queue into the log in batches until `stop` turns true; then publishes
+/// what is still queued and waits for the batches in flight.
 pub(crate) async fn run(
-    mut rx: mpsc::Receiver<DnsQuery>,
+    publisher: Publisher,
     log: EventLog,
     publish_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let n = tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => n,
-            _ = stop.changed() => { rx.close(); rx.recv_many(&mut batch, BATCH).await }
-        };
-        if n == 0 {
-            break;
+    let Publisher {
+        mut rx,
+        pending,
+        wake,
+    } = publisher;
+    let failed: Arc<OnceLock<::metrics::Counter>> = Arc::new(OnceLock::new());
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut stopping = false;
+    while !stopping {
+        // Idle until the first record, then give the batch time to fill (or until it
+        // reaches the flush size).
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = stop.changed() => stopping = true,
         }
-        for event in batch.drain(..) {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
+        if !stopping {
+            tokio::select! {
+                _ = tokio::time::sleep(FLUSH_EVERY) => {}
+                _ = wake.notified() => {}
+                _ = stop.changed() => stopping = true,
+            }
+        }
+        if stopping {
+            rx.close();
+        }
+        // Reset before draining: a record queued from here on counts from 1 again and
+        // so wakes the next round, whether or not this drain takes it too.
+        pending.store(0, Ordering::Release);
+        loop {
+            let mut records = Vec::with_capacity(MAX_BATCH);
+            let n = if stopping || !rx.is_empty() {
+                rx.recv_many(&mut records, MAX_BATCH).await
+            } else {
+                0
+            };
+            if n == 0 {
+                break;
+            }
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 return;
             };
-            let log = log.clone();
+            let (log, failed) = (log.clone(), failed.clone());
             tokio::spawn(async move {
-                let time = event.time;
-                let mut envelope = Envelope::root(new_id(), SOURCE, event);
-                envelope.occurred_at = time;
-                let published = match OutgoingEvent::from_envelope(&envelope) {
-                    Ok(out) => matches!(
-                        tokio::time::timeout(publish_timeout, log.publish(&out)).await,
-                        Ok(Ok(_))
-                    ),
-                    Err(_) => false,
-                };
-                if !published {
-                    ::metrics::counter!(metrics::QUERY_LOG_DROPPED_TOTAL, "reason" => "publish_failed")
-                        .increment(1);
-                }
+                publish(records, &log, publish_timeout, &failed).await;
                 drop(permit);
             });
+            if n < MAX_BATCH && !stopping {
+                break;
+            }
         }
     }
-    let _ = permits.acquire_many(CONCURRENCY as u32).await;
+    let _ = in_flight.acquire_many(IN_FLIGHT as u32).await;
+}
+
+/// Builds the events of `records` and publishes them as one batch; what is not stored
+/// is counted as `publish_failed`.
+async fn publish(
+    records: Vec<QueryRecord>,
+    log: &EventLog,
+    publish_timeout: Duration,
+    failed: &OnceLock<::metrics::Counter>,
+) {
+    let total = records.len();
+    let events: Vec<OutgoingEvent> = records
+        .into_iter()
+        .filter_map(|record| {
+            let time = record.time;
+            let mut envelope = Envelope::root(new_id(), SOURCE, record.into_event());
+            envelope.occurred_at = time;
+            OutgoingEvent::from_envelope(&envelope).ok()
+        })
+        .collect();
+    let mut lost = total - events.len();
+    match tokio::time::timeout(publish_timeout, log.publish_batch(&events)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(%error, events = events.len(), "DNS query events could not be stored.");
+            lost += events.len();
+        }
+        Err(_) => {
+            tracing::debug!(events = events.len(), "Storing DNS query events timed out.");
+            lost += events.len();
+        }
+    }
+    if lost > 0 {
+        failed
+            .get_or_init(|| dropped_counter("publish_failed"))
+            .increment(lost as u64);
+    }
 }

@@ -23,11 +23,11 @@ use hickory_proto::{
 };
 use ipnet::IpNet;
 use pampa_bus::EventLog;
-use pampa_schemas::{DnsQuery, DnsTransport, ZoneKind};
+use pampa_schemas::{DnsTransport, ZoneKind};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream, UdpSocket},
-    sync::{mpsc, watch, Semaphore},
+    sync::{watch, Semaphore},
 };
 
 use crate::{
@@ -98,6 +98,55 @@ impl Zones {
     }
 }
 
+/// `ZoneKind`s, for indexing [`QueryMetrics`].
+const ZONE_KINDS: usize = 6;
+/// Distinct [`rcode_label`]s.
+const RCODE_LABELS: usize = 8;
+
+/// The per-query metric handles, each looked up in the registry once (on first use, so
+/// a series appears when it first counts, as with the macros) instead of on every query.
+struct QueryMetrics {
+    queries: [[OnceLock<::metrics::Counter>; RCODE_LABELS]; ZONE_KINDS],
+    duration: [OnceLock<::metrics::Histogram>; ZONE_KINDS],
+}
+
+impl QueryMetrics {
+    fn new() -> Self {
+        QueryMetrics {
+            queries: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+            duration: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn record(&self, kind: ZoneKind, rcode: ResponseCode, elapsed: Duration) {
+        let k = match kind {
+            ZoneKind::Authoritative => 0,
+            ZoneKind::Dnsbl => 1,
+            ZoneKind::Recursive => 2,
+            ZoneKind::Cache => 3,
+            ZoneKind::Refused => 4,
+            ZoneKind::None => 5,
+        };
+        let label = rcode_label(rcode);
+        let r = match label {
+            "NOERROR" => 0,
+            "FORMERR" => 1,
+            "SERVFAIL" => 2,
+            "NXDOMAIN" => 3,
+            "NOTIMP" => 4,
+            "REFUSED" => 5,
+            "BADVERS" => 6,
+            _ => 7,
+        };
+        self.queries[k][r]
+            .get_or_init(|| ::metrics::counter!(metrics::QUERIES_TOTAL, "zone_kind" => kind.as_str(), "rcode" => label))
+            .increment(1);
+        self.duration[k]
+            .get_or_init(|| ::metrics::histogram!(metrics::QUERY_DURATION_SECONDS, "zone_kind" => kind.as_str()))
+            .record(elapsed.as_secs_f64());
+    }
+}
+
 /// What every worker shares.
 struct Shared {
     config: DnsConfig,
@@ -112,7 +161,8 @@ struct Shared {
     upstream_permits: Semaphore,
     cache: Cache,
     rrl: RateLimiter,
-    query_log: Option<mpsc::Sender<DnsQuery>>,
+    query_log: Option<querylog::Queue>,
+    query_metrics: QueryMetrics,
     listening: AtomicBool,
     reloading: tokio::sync::Mutex<()>,
 }
@@ -316,7 +366,7 @@ pub struct Dns {
     shared: Arc<Shared>,
     log: EventLog,
     publish_timeout: Duration,
-    log_rx: Option<mpsc::Receiver<DnsQuery>>,
+    log_rx: Option<querylog::Publisher>,
 }
 
 impl Dns {
@@ -344,7 +394,7 @@ impl Dns {
         }
         let zones = Arc::new(Zones::build(&auth, &dnsbl));
         let (tx, rx) = if config.query_log {
-            let (tx, rx) = mpsc::channel(config.query_log_queue.max(1));
+            let (tx, rx) = querylog::channel(config.query_log_queue);
             (Some(tx), Some(rx))
         } else {
             (None, None)
@@ -360,6 +410,7 @@ impl Dns {
             cache: Cache::new(config.cache_size),
             rrl: RateLimiter::new(&config.rate_limit),
             query_log: tx,
+            query_metrics: QueryMetrics::new(),
             listening: AtomicBool::new(false),
             reloading: tokio::sync::Mutex::new(()),
             config,
@@ -380,8 +431,27 @@ impl Dns {
             addr: addr.clone(),
             source,
         };
-        let udp = UdpSocket::bind(&addr).await.map_err(bind_err)?;
+        let mut last = std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        );
+        let mut udp = None;
+        for candidate in tokio::net::lookup_host(addr.as_str())
+            .await
+            .map_err(bind_err)?
+        {
+            match reuseport_udp(candidate) {
+                Ok(socket) => {
+                    udp = Some(socket);
+                    break;
+                }
+                Err(error) => last = error,
+            }
+        }
+        let udp = udp.ok_or(last).map_err(bind_err)?;
         let local = udp.local_addr().map_err(bind_err)?;
+        // Without SO_REUSEPORT: a second server on the same address still fails here,
+        // although its UDP socket could join this one's port.
         let tcp = TcpListener::bind(local).await.map_err(bind_err)?;
         Ok(DnsSockets { udp, tcp })
     }
@@ -422,16 +492,32 @@ impl Dns {
 
         tracing::info!(addr = ?addr, zones = shared.config.zones.len(), dnsbl = shared.dnsbl.len(), "DNS server listening.");
         shared.listening.store(true, Ordering::Relaxed);
-        let udp = Arc::new(sockets.udp);
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
             .clamp(1, 16);
+        // A socket per worker on the same port (SO_REUSEPORT): the kernel spreads the
+        // clients over them, and a datagram wakes only the worker whose socket it is on.
+        // Workers sharing one socket were all woken for each datagram and all but one
+        // found nothing, which cost more than the answer. If the port cannot be shared
+        // (sockets bound elsewhere, without SO_REUSEPORT), the workers share what there is.
+        let mut udp = vec![Arc::new(sockets.udp)];
+        if let Some(local) = addr {
+            for _ in 1..workers {
+                match reuseport_udp(local) {
+                    Ok(socket) => udp.push(Arc::new(socket)),
+                    Err(error) => {
+                        tracing::debug!(%error, "No second UDP socket on the DNS port; the workers share one.");
+                        break;
+                    }
+                }
+            }
+        }
         let mut tasks = Vec::with_capacity(workers + 1);
-        for _ in 0..workers {
+        for i in 0..workers {
             tasks.push(tokio::spawn(udp_worker(
                 shared.clone(),
-                udp.clone(),
+                udp[i % udp.len()].clone(),
                 shutdown.clone(),
             )));
         }
@@ -496,13 +582,11 @@ struct Client {
     time: DateTime<Utc>,
 }
 
-/// The question, as the query log records it.
+/// The question, as the query log records it (as it came: the log lowercases it).
 #[derive(Debug, Clone, Default)]
 struct Question {
     id: Option<u16>,
-    qname: String,
-    qtype: String,
-    qclass: String,
+    query: Option<(Name, RecordType, DNSClass)>,
 }
 
 /// A response ready to encode.
@@ -727,33 +811,12 @@ fn rfc8482(message: &mut Message, qname: &Name) {
 }
 
 fn question_of(request: &Message) -> Question {
-    let mut q = Question {
+    Question {
         id: Some(request.metadata.id),
-        ..Question::default()
-    };
-    if let Some(query) = request.queries.first() {
-        q.qname = query.name().to_lowercase().to_string();
-        q.qtype = type_name(query.query_type());
-        q.qclass = class_name(query.query_class());
-    }
-    q
-}
-
-fn type_name(t: RecordType) -> String {
-    match t {
-        RecordType::Unknown(n) => format!("TYPE{n}"),
-        t => t.to_string(),
-    }
-}
-
-fn class_name(c: DNSClass) -> String {
-    match c {
-        DNSClass::IN => "IN".to_owned(),
-        DNSClass::CH => "CH".to_owned(),
-        DNSClass::HS => "HS".to_owned(),
-        DNSClass::NONE => "NONE".to_owned(),
-        DNSClass::ANY => "ANY".to_owned(),
-        other => format!("CLASS{}", u16::from(other)),
+        query: request
+            .queries
+            .first()
+            .map(|q| (q.name().clone(), q.query_type(), q.query_class())),
     }
 }
 
@@ -824,41 +887,23 @@ fn finish(shared: &Shared, mut reply: Reply, client: &Client) -> Option<Vec<u8>>
     let bytes = bytes.unwrap_or_default();
     let rcode = reply.message.metadata.response_code;
     let elapsed = client.started.elapsed();
-    ::metrics::counter!(metrics::QUERIES_TOTAL, "zone_kind" => reply.kind.as_str(), "rcode" => rcode_label(rcode))
-        .increment(1);
-    ::metrics::histogram!(metrics::QUERY_DURATION_SECONDS, "zone_kind" => reply.kind.as_str())
-        .record(elapsed.as_secs_f64());
-    if let Some(tx) = &shared.query_log {
-        let Question {
-            id,
-            qname,
-            qtype,
-            qclass,
-        } = reply.question;
-        querylog::enqueue(
-            tx,
-            DnsQuery {
-                time: client.time,
-                client_ip: client.peer.ip().to_canonical().to_string(),
-                client_port: client.peer.port(),
-                transport: client.transport,
-                qname,
-                qtype,
-                qclass,
-                rcode: match rcode_label(rcode) {
-                    "OTHER" => format!("RCODE{}", u16::from(rcode)),
-                    label => label.to_owned(),
-                },
-                answer_count: reply.message.answers.len() as u16,
-                zone_kind: reply.kind,
-                latency_us: elapsed.as_micros() as u64,
-                response_size: bytes.len() as u32,
-                id,
-                zone: reply.zone.map(|z| z.to_string()),
-                truncated,
-                rate_limited,
-            },
-        );
+    shared.query_metrics.record(reply.kind, rcode, elapsed);
+    if let Some(queue) = &shared.query_log {
+        queue.push(querylog::QueryRecord {
+            time: client.time,
+            peer: client.peer,
+            transport: client.transport,
+            id: reply.question.id,
+            question: reply.question.query,
+            rcode,
+            answer_count: reply.message.answers.len() as u16,
+            zone_kind: reply.kind,
+            latency_us: elapsed.as_micros() as u64,
+            response_size: bytes.len() as u32,
+            zone: reply.zone,
+            truncated,
+            rate_limited,
+        });
     }
     (!bytes.is_empty()).then_some(bytes)
 }
@@ -916,6 +961,17 @@ async fn udp_worker(
             }
         }
     }
+}
+
+/// A non-blocking UDP socket on `addr` with SO_REUSEPORT set, so that each worker can
+/// have its own socket on the port.
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
@@ -1026,7 +1082,7 @@ mod tests {
     fn rcode_labels_are_bounded() {
         assert_eq!(rcode_label(ResponseCode::NXDomain), "NXDOMAIN");
         assert_eq!(rcode_label(ResponseCode::Unknown(3000)), "OTHER");
-        assert_eq!(type_name(RecordType::Unknown(65280)), "TYPE65280");
-        assert_eq!(type_name(RecordType::MX), "MX");
+        assert_eq!(querylog::type_name(RecordType::Unknown(65280)), "TYPE65280");
+        assert_eq!(querylog::type_name(RecordType::MX), "MX");
     }
 }

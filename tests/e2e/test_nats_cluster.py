@@ -54,11 +54,14 @@ class Node:
         self.proc = None
 
     def jetstream_ready(self) -> bool:
+        """JetStream is up on this node and the cluster has a meta leader, so streams
+        can be created."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true", timeout=2) as r:
-                return r.status == 200
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/jsz", timeout=2) as r:
+                info = json.loads(r.read())
         except Exception:
             return False
+        return bool((info.get("meta_cluster") or {}).get("leader"))
 
 
 @pytest.fixture
