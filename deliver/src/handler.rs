@@ -10,7 +10,7 @@ use pampa_schemas::{
 };
 
 use crate::{
-    headers::{spam_headers, strip_spam_headers},
+    headers::{spam_headers, strip_forged_headers},
     maildir::{to_lf, Maildir, Written},
     metrics,
 };
@@ -24,6 +24,9 @@ pub struct Deliver {
     directory: Directory,
     data_dir: PathBuf,
     hostname: String,
+    /// This host's name as it signs `Authentication-Results` (RFC 8601's authserv-id):
+    /// inbound headers claiming it are forged and removed.
+    authserv_id: String,
     /// The durable consumer's name: `deliver`, or `recover` for the one that reads
     /// `mail.recovered`.
     name: &'static str,
@@ -44,12 +47,14 @@ impl Deliver {
     /// A deliver stage writing default Maildirs under `{data_dir}/mail/`.
     pub fn new(log: EventLog, directory: Directory, data_dir: PathBuf, hostname: &str) -> Self {
         // Maildir file names end in the host name; '/' and ':' would break them.
+        let authserv_id = hostname.to_owned();
         let hostname = hostname.replace(['/', ':'], "_");
         Deliver {
             log,
             directory,
             data_dir,
             hostname,
+            authserv_id,
             name: "deliver",
         }
     }
@@ -153,7 +158,7 @@ impl Handler for Deliver {
         // Only a scored message gets pampa's verdict headers, and then nobody else's.
         let scored = analysis.score.is_some();
         let body = if scored {
-            strip_spam_headers(&to_lf(&body))
+            strip_forged_headers(&to_lf(&body), &self.authserv_id)
         } else {
             to_lf(&body)
         };

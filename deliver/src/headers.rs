@@ -4,8 +4,11 @@
 use pampa_schemas::{Decision, Disposition, MailAnalysis, RecipientAnalysis};
 
 /// Removes every `X-Spam-*` header (with its continuation lines) from the header block of
-/// an LF-terminated message: only pampa may say what pampa found.
-pub fn strip_spam_headers(message: &[u8]) -> Vec<u8> {
+/// an LF-terminated message: only pampa may say what pampa found. So is every
+/// `Authentication-Results` header that claims `authserv_id` (this host's name), as
+/// RFC 8601 §5 asks: a sender must not be able to forge this host's verdicts. Results
+/// of other hosts stay.
+pub fn strip_forged_headers(message: &[u8], authserv_id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len());
     let mut rest = message;
     let mut dropping = false;
@@ -23,7 +26,8 @@ pub fn strip_spam_headers(message: &[u8]) -> Vec<u8> {
         }
         let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
         if !continuation {
-            dropping = line.len() >= 7 && line[..7].eq_ignore_ascii_case(b"x-spam-");
+            dropping = line.len() >= 7 && line[..7].eq_ignore_ascii_case(b"x-spam-")
+                || claims_authserv_id(line, authserv_id);
         }
         if !dropping {
             out.extend_from_slice(line);
@@ -31,6 +35,25 @@ pub fn strip_spam_headers(message: &[u8]) -> Vec<u8> {
         rest = tail;
     }
     out
+}
+
+/// Whether a header line is `Authentication-Results: <authserv_id>…` (the id is the
+/// first token of the value, before `;` or white space; compared without case).
+fn claims_authserv_id(line: &[u8], authserv_id: &str) -> bool {
+    const NAME: &[u8] = b"authentication-results:";
+    if authserv_id.is_empty()
+        || line.len() < NAME.len()
+        || !line[..NAME.len()].eq_ignore_ascii_case(NAME)
+    {
+        return false;
+    }
+    let value = String::from_utf8_lossy(&line[NAME.len()..]);
+    let id = value
+        .trim_start()
+        .split(|c: char| c == ';' || c.is_whitespace())
+        .next()
+        .unwrap_or("");
+    id.eq_ignore_ascii_case(authserv_id)
 }
 
 /// The `X-Spam-*` block for one recipient's copy (LF line ends), in SpamAssassin's format:
@@ -95,8 +118,23 @@ mod tests {
     fn forged_headers_go_and_the_body_stays() {
         let msg = b"Received: x\nX-Spam-Status: No, forged\n\tcontinued\nX-SPAM-Flag: NO\nSubject: hi\n\nX-Spam-Flag: body text stays\n";
         assert_eq!(
-            strip_spam_headers(msg),
+            strip_forged_headers(msg, "mx.example.org"),
             b"Received: x\nSubject: hi\n\nX-Spam-Flag: body text stays\n"
+        );
+    }
+
+    #[test]
+    fn only_our_authentication_results_go() {
+        let msg = b"Authentication-Results: MX.example.org; spf=pass\n\tsmtp.mailfrom=a@b\n\
+Authentication-Results: mx.example.org.evil; dkim=pass\n\
+Authentication-Results: other.example; dmarc=pass\n\
+Subject: hi\n\nAuthentication-Results: mx.example.org; body\n";
+        assert_eq!(
+            strip_forged_headers(msg, "mx.example.org"),
+            b"Authentication-Results: mx.example.org.evil; dkim=pass\n\
+Authentication-Results: other.example; dmarc=pass\n\
+Subject: hi\n\nAuthentication-Results: mx.example.org; body\n"
+                .to_vec()
         );
     }
 }

@@ -237,3 +237,22 @@ def test_two_score_processes_share_the_work(harness):
 
     scored = [metric_sum(r, "pampa_stage_processed_total", stage="score", outcome="ok") for r in roles[1:3]]
     assert sum(scored) == len(sent), scored
+
+
+def test_forged_verdict_headers_are_removed(harness):
+    p = harness.pampa()  # hostname mx.test: pampa's authserv-id
+    p.setup_users("example.org", "alice")
+    p.start()
+    marker, msg = make_message(SENDER, ["alice@example.org"], "forged verdicts")
+    head, body = msg.split(b"\r\n\r\n", 1)
+    forged = (
+        b"X-Spam-Flag: NO\r\nX-Spam-Status: No, score=-100\r\n"
+        b"Authentication-Results: mx.test; spf=pass smtp.mailfrom=paypal.example\r\n"
+        b"Authentication-Results: other.example; dkim=pass\r\n"
+    )
+    send_from(p.smtp_port, "127.0.0.1", SENDER, ["alice@example.org"], forged + head + b"\r\n\r\n" + body)
+    copy = wait_in_folder(p, "alice@example.org", "", marker)
+    header = copy.split(b"\n\n", 1)[0]
+    assert b"score=-100" not in header and b"paypal.example" not in header, header
+    assert b"Authentication-Results: other.example; dkim=pass" in header, header
+    assert b"X-Spam-Status: No, score=" in header  # pampa's own verdict
