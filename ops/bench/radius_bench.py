@@ -1,8 +1,12 @@
 """RADIUS requests per second: pampa against FreeRADIUS (Debian's package), side by side.
 
 Both servers run on loopback with the same NAS secret, the same N users and the same
-load generator: `radclient -p P -f FILE` from freeradius-utils, over the same request
-files.
+load generator, with the same requests and the same window of P requests in flight:
+`radius_load` (the cargo example `ops/bench/radius_load.rs`: requests prepared before
+the clock starts, replies matched by socket and identifier in O(1), one thread), or
+with LOADGEN=radclient `radclient -p P/CLIENTS -f FILE` from freeradius-utils over
+request files of CHUNK requests (radclient walks its whole request list after every
+reply and spins while it waits, so on 2 cores it caps the measurable rate near 20k/s).
 
 - PAP auth: Access-Requests with Message-Authenticator for N distinct users (each user
   several times per run). One warm-up pass logs every user in once first; for pampa that
@@ -15,7 +19,8 @@ files.
   after its `access.acct` event is durable in the event log. After the runs the events
   are counted in the log and must equal the records sent.
 
-Each run is the wall time of one radclient process; RUNS runs, median (min-max).
+Each run is timed by radius_load from its first send to its last answer (with
+radclient: the wall time of the radclient processes); RUNS runs, median (min-max).
 FreeRADIUS runs from a throwaway copy of /etc/freeradius/3.0 (Debian's defaults, its
 thread pool included), edited only for: ports and loopback, the client, the users,
 log and accounting paths in the work dir, no privilege drop, no EAP (the package ships
@@ -43,6 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PAMPA = REPO / "target/release/pampa"
 RADCLIENT = shutil.which("radclient") or "/usr/bin/radclient"
+RADIUS_LOAD = REPO / "target/release/examples/radius_load"
 FREERADIUS = shutil.which("freeradius") or "/usr/sbin/freeradius"
 RADDB = Path("/etc/freeradius/3.0")
 LOCALHOST = "127.0.0.1"
@@ -87,8 +93,12 @@ def wait_for(predicate, timeout: float, what: str):
         time.sleep(0.1)
 
 
+# The users, as radius_load builds them (`user{i}@DOMAIN`, `--password PASSWORD`).
+PASSWORD = "pw-{i}-x"
+
+
 def user(i: int) -> tuple[str, str]:
-    return f"u{i:06d}@{DOMAIN}", f"pw-{i:06d}-x"
+    return f"user{i}@{DOMAIN}", PASSWORD.replace("{i}", str(i))
 
 
 # ------------------------------------------------------------ request files --
@@ -192,6 +202,37 @@ def load(port: int, kind: str, paths: list[Path], parallel: int, clients: int, t
     total["seconds"] = elapsed
     total["client_cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return total
+
+
+# ---------------------------------------------------------------- radius_load --
+
+
+def radius_load(port: int, job: dict, cfg: dict, timeout: float = 5.0) -> dict:
+    """One radius_load process: `job` is {"kind": "auth", "requests", "first"} or
+    {"kind": "acct", "sessions", "tag"}. Its own clock (first send to last answer) and its
+    own CPU over that span are used, so building the requests is not counted."""
+    args = [str(RADIUS_LOAD), job["kind"], f"{LOCALHOST}:{port}", SECRET,
+            "--users", str(cfg["users"]), "--domain", DOMAIN, "--password", PASSWORD,
+            "--window", str(cfg["parallel"]), "--timeout", str(timeout), "--retries", "2"]
+    if cfg["sockets"]:
+        args += ["--sockets", str(cfg["sockets"])]
+    if job["kind"] == "auth":
+        args += ["--requests", str(job["requests"]), "--first", str(job.get("first", 0))]
+    else:
+        args += ["--sessions", str(job["sessions"]), "--tag", job["tag"]]
+    cp = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    if cp.returncode != 0:
+        raise SystemExit(f"radius_load failed (exit {cp.returncode}):\n{cp.stderr[-2000:]}")
+    r = json.loads(cp.stdout)
+    return {"accepted": r["responses"] - r["rejects"], "rejected": r["rejects"], "lost": r["lost"],
+            "retransmits": r["retransmits"], "seconds": r["seconds"], "client_cpu": r["cpu_seconds"]}
+
+
+def send(port: int, job, cfg: dict, timeout: float = 5.0) -> dict:
+    """Sends one job with the configured load generator."""
+    if cfg["loadgen"] == "radclient":
+        return load(port, job["kind"], job["files"], cfg["parallel"], cfg["clients"], timeout)
+    return radius_load(port, job, cfg, timeout)
 
 
 def proc_cpu(pid: int) -> float:
@@ -425,10 +466,13 @@ def summarize(name: str, kind: str, runs: list[dict], requests: int) -> dict:
         "answered": sum(r["accepted"] + r["rejected"] for r in runs),
         "rejected": sum(r["rejected"] for r in runs),
         "lost": sum(r["lost"] for r in runs),
+        "retransmits": sum(r.get("retransmits", 0) for r in runs),
         "server_cpu_us_per_request": round(1e6 * cpu / requests, 1),
+        "server_cpu_after_us_per_request": round(
+            1e6 * statistics.median(r["server_cpu_after"] for r in runs) / requests, 1),
         "server_context_switches_per_request": round(
             statistics.median(r["server_switches"] for r in runs) / requests, 2),
-        "radclient_cpu_us_per_request": round(1e6 * statistics.median(r["client_cpu"] for r in runs) / requests, 1),
+        "loadgen_cpu_us_per_request": round(1e6 * statistics.median(r["client_cpu"] for r in runs) / requests, 1),
     }
 
 
@@ -449,16 +493,20 @@ def timed(server_pid: int, fn) -> dict:
     settle(server_pid)
     cpu, switches = proc_cpu(server_pid), context_switches(server_pid)
     r = fn()
-    r["server_cpu"] = proc_cpu(server_pid) - cpu
+    end = proc_cpu(server_pid)
+    r["server_cpu"] = end - cpu
     r["server_switches"] = context_switches(server_pid) - switches
+    # What the server still does after the last answer (pampa's audit events queued
+    # during the run): measured here, so the next run starts on an idle server.
+    settle(server_pid)
+    r["server_cpu_after"] = proc_cpu(server_pid) - end
     return r
 
 
-def bench_server(name: str, pid: int, auth_port: int, acct_port: int, files: dict, cfg: dict,
+def bench_server(name: str, pid: int, auth_port: int, acct_port: int, jobs: dict, cfg: dict,
                  results: list, first_login_row: bool) -> None:
     """A warm-up pass (every user once), then RUNS auth runs and RUNS accounting runs."""
-    p, c = cfg["parallel"], cfg["clients"]
-    warm = timed(pid, lambda: load(auth_port, "auth", files["warm"], p, c, timeout=30))
+    warm = timed(pid, lambda: send(auth_port, jobs["warm"], cfg, timeout=30))
     log(f"{name}: first login of {cfg['users']} users: {warm['seconds']:.2f} s, "
         f"{warm['accepted']} accepted, {warm['rejected']} rejected, {warm['lost']} lost")
     if first_login_row:
@@ -466,11 +514,11 @@ def bench_server(name: str, pid: int, auth_port: int, acct_port: int, files: dic
     for kind, port, key, n in (("auth", auth_port, "auth", cfg["auth"]), ("acct", acct_port, "acct", cfg["acct"])):
         runs = []
         for i in range(cfg["runs"]):
-            paths = files[key] if kind == "auth" else files[key][i]
-            r = timed(pid, lambda: load(port, kind, paths, p, c))
+            job = jobs[key] if kind == "auth" else jobs[key][i]
+            r = timed(pid, lambda: send(port, job, cfg))
             log(f"{name}: {kind} run {i + 1}: {n / r['seconds']:,.0f}/s ({r['accepted']} answered, "
-                f"{r['rejected']} rejected, {r['lost']} lost; server CPU {r['server_cpu']:.2f} s, "
-                f"radclient CPU {r['client_cpu']:.2f} s)")
+                f"{r['rejected']} rejected, {r['lost']} lost, {r.get('retransmits', 0)} retransmitted; "
+                f"server CPU {r['server_cpu']:.2f} s, {cfg['loadgen']} CPU {r['client_cpu']:.2f} s)")
             runs.append(r)
         results.append(summarize(name, kind, runs, n))
 
@@ -539,9 +587,14 @@ def version(cmd: list[str]) -> str:
 def main() -> None:
     cfg = {
         "users": int(os.environ.get("USERS", "1000")),
-        "auth": int(os.environ.get("AUTH", "20000")),
-        "sessions": int(os.environ.get("SESSIONS", "4000")),
+        "auth": int(os.environ.get("AUTH", "50000")),
+        "sessions": int(os.environ.get("SESSIONS", "8000")),
         "parallel": int(os.environ.get("P", "64")),
+        # radius_load (default) or radclient.
+        "loadgen": os.environ.get("LOADGEN", "radius_load"),
+        # radius_load: UDP sockets sharing the window (0: one per 128 in flight).
+        "sockets": int(os.environ.get("SOCKETS", "0")),
+        # radclient only: processes sharing the window, and requests per file.
         "clients": int(os.environ.get("CLIENTS", "2")),
         "chunk": int(os.environ.get("CHUNK", "2000")),
         "runs": int(os.environ.get("RUNS", "3")),
@@ -555,6 +608,7 @@ def main() -> None:
     versions = {
         "freeradius": version(["dpkg-query", "-W", "-f", "${Version}", "freeradius"]),
         "radclient": version(["dpkg-query", "-W", "-f", "${Version}", "freeradius-utils"]),
+        "loadgen": cfg["loadgen"],
         "pampa": version(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
     }
     if cfg["nats"]:
@@ -563,14 +617,24 @@ def main() -> None:
     durability: dict = {}
     with tempfile.TemporaryDirectory(prefix="pampa-radius-bench-") as tmp:
         work = Path(tmp)
-        files = {
-            "warm": auth_files(work, "warm", cfg["users"], cfg["users"], cfg["chunk"]),
-            "auth": auth_files(work, "run", cfg["users"], cfg["auth"], cfg["chunk"]),
-        }
+        radclient_files = cfg["loadgen"] == "radclient"
+
+        def auth_job(tag: str, requests: int) -> dict:
+            job = {"kind": "auth", "requests": requests, "first": 0}
+            if radclient_files:
+                job["files"] = auth_files(work, tag, cfg["users"], requests, cfg["chunk"])
+            return job
+
+        files = {"warm": auth_job("warm", cfg["users"]), "auth": auth_job("run", cfg["auth"])}
 
         def fresh_acct_files(tag: str) -> None:
-            files["acct"] = [acct_files(work, f"{tag}{i}", cfg["users"], cfg["sessions"], cfg["chunk"])
-                             for i in range(cfg["runs"])]
+            """Fresh session ids for every run of every server: no record is a retransmission."""
+            files["acct"] = []
+            for i in range(cfg["runs"]):
+                job = {"kind": "acct", "sessions": cfg["sessions"], "tag": f"{tag}{i}"}
+                if radclient_files:
+                    job["files"] = acct_files(work, f"{tag}{i}", cfg["users"], cfg["sessions"], cfg["chunk"])
+                files["acct"].append(job)
 
         sent = cfg["acct"] * cfg["runs"]
         fresh_acct_files("fr")
@@ -617,19 +681,23 @@ def main() -> None:
                     nats.wait()
 
     by = {(r["server"], r["kind"]): r for r in results}
-    print(f"\nRADIUS, {cfg['users']} users, {cfg['clients']} radclient processes x -p "
-          f"{cfg['parallel'] // cfg['clients']}, files of {cfg['chunk']} requests, median of {cfg['runs']} runs "
-          "(min-max)\n")
+    if cfg["loadgen"] == "radclient":
+        how = (f"{cfg['clients']} radclient processes x -p {cfg['parallel'] // cfg['clients']}, "
+               f"files of {cfg['chunk']} requests")
+    else:
+        how = f"radius_load, {cfg['parallel']} in flight"
+    print(f"\nRADIUS, {cfg['users']} users, {how}, median of {cfg['runs']} runs (min-max)\n")
     print(f"{'server':<16} {'kind':<17} {'per run':>7} {'requests/s':>24} {'lost':>5} {'srv CPU us/req':>14} "
-          f"{'ctxsw/req':>9} {'vs FreeRADIUS':>13}")
+          f"{'+after':>6} {'ctxsw/req':>9} {'gen us/req':>10} {'vs FreeRADIUS':>13}")
     for r in results:
         peer = by.get(("freeradius", "auth" if r["kind"] == "auth_first_login" else r["kind"]))
         ratio = r["per_second_median"] / peer["per_second_median"] if peer else 0
         r["ratio_vs_freeradius"] = round(ratio, 3)
         spread = f"{r['per_second_median']:,} ({r['per_second_min']:,}-{r['per_second_max']:,})"
         print(f"{r['server']:<16} {r['kind']:<17} {r['requests_per_run']:>7} {spread:>24} {r['lost']:>5} "
-              f"{r['server_cpu_us_per_request']:>14.1f} {r['server_context_switches_per_request']:>9.2f} "
-              f"{ratio:>12.2f}x")
+              f"{r['server_cpu_us_per_request']:>14.1f} {r['server_cpu_after_us_per_request']:>6.1f} "
+              f"{r['server_context_switches_per_request']:>9.2f} "
+              f"{r['loadgen_cpu_us_per_request']:>10.1f} {ratio:>12.2f}x")
     print("\naccounting records stored / sent, and what an answer guarantees:")
     for name, d in durability.items():
         print(f"  {name:<16} {d['stored']} / {d['sent']}: {d['guarantee']}")
