@@ -39,6 +39,12 @@ pub struct SmtpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub tls_key: Option<PathBuf>,
+    /// Most SMTP sessions open at once; more are answered `421 4.3.2` and closed, so
+    /// a flood of slow clients cannot exhaust the process.
+    pub max_connections: usize,
+    /// Most sessions open at once from one IP address; more get `421 4.7.0`, so one
+    /// slow-loris client holds no more than its share.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for SmtpConfig {
@@ -58,6 +64,8 @@ impl Default for SmtpConfig {
             recipient_delimiter: Some('+'),
             tls_cert: None,
             tls_key: None,
+            max_connections: 2000,
+            max_connections_per_ip: 20,
         }
     }
 }

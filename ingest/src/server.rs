@@ -1,11 +1,12 @@
 //! The listener, TLS set-up, and the state every session shares.
 
 use std::{
-    net::SocketAddr,
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
     path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     time::Duration,
 };
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
 pub struct Ingest {
     shared: Arc<Shared>,
     listening: Arc<AtomicBool>,
+    /// The sessions open now, for the connection caps.
+    open: Arc<Mutex<OpenSessions>>,
 }
 
 fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, IngestError> {
@@ -114,6 +117,7 @@ impl Ingest {
                 durable_timeout: publish_timeout.saturating_mul(2),
             }),
             listening: Arc::new(AtomicBool::new(false)),
+            open: Arc::new(Mutex::new(OpenSessions::default())),
         })
     }
 
@@ -147,7 +151,19 @@ impl Ingest {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let shared = self.shared.clone();
-                    tokio::spawn(run_session(shared, stream, peer));
+                    match SessionSlot::take(&self.open, &shared.config, peer.ip()) {
+                        Ok(slot) => {
+                            tokio::spawn(async move {
+                                run_session(shared, stream, peer).await;
+                                drop(slot);
+                            });
+                        }
+                        Err(refusal) => {
+                            ::metrics::counter!(metrics::SESSIONS_TOTAL, "result" => refusal.label)
+                                .increment(1);
+                            tokio::spawn(refuse(stream, refusal.reply));
+                        }
+                    }
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -158,6 +174,77 @@ impl Ingest {
         }
         self.listening.store(false, Ordering::Relaxed);
     }
+}
+
+/// Sessions open now, in all and per client address.
+#[derive(Default)]
+struct OpenSessions {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection was turned away: the reply and the metric label.
+struct Refusal {
+    reply: &'static str,
+    label: &'static str,
+}
+
+/// One open session's place in the counts, given back when the session ends.
+struct SessionSlot {
+    open: Arc<Mutex<OpenSessions>>,
+    ip: IpAddr,
+}
+
+impl SessionSlot {
+    fn take(
+        open: &Arc<Mutex<OpenSessions>>,
+        config: &SmtpConfig,
+        ip: IpAddr,
+    ) -> Result<SessionSlot, Refusal> {
+        let mut counts = open.lock().unwrap_or_else(PoisonError::into_inner);
+        if counts.total >= config.max_connections {
+            return Err(Refusal {
+                reply: "421 4.3.2 Too many connections, try again later\r\n",
+                label: "refused_busy",
+            });
+        }
+        let mine = counts.per_ip.entry(ip).or_insert(0);
+        if *mine >= config.max_connections_per_ip {
+            return Err(Refusal {
+                reply: "421 4.7.0 Too many connections from your address, try again later\r\n",
+                label: "refused_per_ip",
+            });
+        }
+        *mine += 1;
+        counts.total += 1;
+        Ok(SessionSlot {
+            open: open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Says why and closes, without reading anything from the client.
+async fn refuse(mut stream: tokio::net::TcpStream, reply: &'static str) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 async fn run_session(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {

@@ -11,7 +11,7 @@ import smtplib
 
 import pytest
 
-from conftest import RawSmtp, make_message, smtp_connect
+from conftest import RawSmtp, make_message, smtp_connect, wait_for
 
 MAX_BYTES = 64 * 1024
 MAX_RCPTS = 3
@@ -226,3 +226,24 @@ def test_pipelined_commands_are_answered_in_order(mx):
         assert c.reply()[0] == 250
         assert c.reply()[0] == 221
     mx.wait_delivered(ALICE, marker)
+
+
+def test_connections_are_capped_per_ip_and_in_all(harness):
+    p = harness.pampa(smtp={"max_connections_per_ip": 2, "max_connections": 3})
+    p.setup_users("example.org", "alice")
+    p.start()
+    held = [RawSmtp(p.smtp_port), RawSmtp(p.smtp_port)]
+    try:
+        for s in held:
+            assert s.reply()[0] == 220  # two slow clients hold their sessions
+        with RawSmtp(p.smtp_port) as third:
+            code, text = third.reply()
+            assert code == 421 and b"4.7.0" in text, (code, text)
+            assert third.closed_by_peer()
+    finally:
+        for s in held:
+            s.close()
+    # Their slots come back when they leave.
+    wait_for(lambda: RawSmtp(p.smtp_port).reply()[0] == 220, 10, "a new session to be served")
+    metrics = p.http_get("/metrics")[1]
+    assert 'pampa_smtp_sessions_total{result="refused_per_ip"}' in metrics, metrics
