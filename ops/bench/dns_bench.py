@@ -39,11 +39,13 @@ import sqlite3
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from benchlib import free_udp_tcp_port as free_port
+from benchlib import log, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PAMPA = REPO / "target/release/pampa"
@@ -56,35 +58,6 @@ AUTH_ZONE = "bench.test"
 SEED = 20261127
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    """A port free for UDP and TCP both (DNS servers bind both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((LOCALHOST, 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s:
-                s.bind((LOCALHOST, port))
-            return port
-        except OSError:
-            continue
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def query_rcode(port: int, name: str, qtype: int = 1) -> int | None:

@@ -38,12 +38,14 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from benchlib import free_port, log, wait_for
+from benchlib import free_udp_tcp_port as free_udp_port
 
 REPO = Path(__file__).resolve().parents[2]
 PAMPA = REPO / "target/release/pampa"
@@ -58,39 +60,6 @@ GOAL_AUTH = 1.5
 GOAL_ACCT = 1.0
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((LOCALHOST, 0))
-        return s.getsockname()[1]
-
-
-def free_udp_port() -> int:
-    """A port free for UDP and TCP both (the RADIUS ports are UDP)."""
-    while True:
-        port = free_port(socket.SOCK_DGRAM)
-        try:
-            with socket.socket() as s:
-                s.bind((LOCALHOST, port))
-            return port
-        except OSError:
-            continue
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 # The users, as radius_load builds them (`user{i}@DOMAIN`, `--password PASSWORD`).

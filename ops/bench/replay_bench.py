@@ -10,35 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from benchlib import free_port, wait_port
+
 REPO = Path(__file__).resolve().parents[2]
 PAMPA = REPO / "target/release/pampa"
 FILL = REPO / "target/release/examples/replay_fill"
 GOAL = 200_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on {port} after {timeout} s")
 
 
 def measure(name: str, config: Path, target: str, n: int, runs: int, work: Path) -> dict:

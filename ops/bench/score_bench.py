@@ -11,13 +11,13 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchlib import free_port, wait_port
 
 REPO = Path(__file__).resolve().parents[2]
 PAMPA = REPO / "target/release/pampa"
@@ -28,23 +28,6 @@ def sample(corpus: Path, n: int) -> list[Path]:
     files = sorted(p for d in ("ham", "spam") for p in (corpus / d).iterdir() if p.is_file())
     step = max(1, len(files) // n)
     return files[::step][:n]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"nothing listens on {port} after {timeout} s")
 
 
 def cpu_of(names: tuple[str, ...]) -> float:
@@ -114,7 +97,7 @@ def main() -> None:
                               "--pidfile", str(work / "spamd.pid")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_port(spamd_port)
+        wait_port(spamd_port, 120)
         run_client(["spamc", "-d", "127.0.0.1", "-p", str(spamd_port)], files[:5], ("spamd",))  # warm up
         for _ in range(runs):
             results["spamd"].append(run_client(["spamc", "-d", "127.0.0.1", "-p", str(spamd_port)], files, ("spamd",)))
@@ -130,7 +113,7 @@ def main() -> None:
                                "--var", f"LOGDIR={rspamd_dir}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_port(11333)
+        wait_port(11333, 120)
         run_client(["rspamc", "-h", "127.0.0.1:11333"], files[:5], ("rspamd",))
         for _ in range(runs):
             results["rspamd"].append(run_client(["rspamc", "-h", "127.0.0.1:11333"], files, ("rspamd",)))
