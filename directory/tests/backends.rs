@@ -2,20 +2,9 @@
 //! The server tests use the machine's servers with a throwaway database per run
 //! (`PAMPA_TEST_MYSQL_URL`, `PAMPA_TEST_POSTGRES_URL`, base URLs without a database).
 
-use pampa_directory::{Address, Directory, DirectoryError};
-use sqlx::{migrate::MigrateDatabase, Any};
+mod support;
 
-fn unique_name() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "pampa_test_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000
-    )
-}
+use pampa_directory::{Address, Directory, DirectoryError};
 
 async fn scenario(url: &str) {
     let dir = Directory::connect(url).await.expect("connect");
@@ -126,36 +115,7 @@ async fn scenario(url: &str) {
     assert!(dir.list_domains().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn sqlite() {
-    let tmp = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/sub/dir.db", tmp.path().display());
-    scenario(&url).await;
-}
-
-async fn on_server(base: &str) {
-    let url = format!("{}/{}", base.trim_end_matches('/'), unique_name());
-    scenario(&url).await;
-    Any::drop_database(&url)
-        .await
-        .expect("drop throwaway database");
-}
-
-#[tokio::test]
-async fn mariadb() {
-    sqlx::any::install_default_drivers();
-    let base = std::env::var("PAMPA_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    on_server(&base).await;
-}
-
-#[tokio::test]
-async fn postgres() {
-    sqlx::any::install_default_drivers();
-    let base = std::env::var("PAMPA_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    on_server(&base).await;
-}
+on_every_backend!("dir", scenario);
 
 #[tokio::test]
 async fn unsupported_urls_are_named() {

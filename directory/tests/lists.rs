@@ -2,23 +2,12 @@
 //! PostgreSQL. The server tests use the machine's servers with a throwaway database per
 //! run (`PAMPA_TEST_MYSQL_URL`, `PAMPA_TEST_POSTGRES_URL`, base URLs without a database).
 
+mod support;
+
 use pampa_directory::{
     Address, Contact, Directory, DirectoryError, ImportReport, ListKind, ListMatch, ListPattern,
     ListScope,
 };
-use sqlx::{migrate::MigrateDatabase, Any};
-
-fn unique_name() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "pampa_test_lists_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000
-    )
-}
 
 fn addr(text: &str) -> Address {
     Address::parse(text).unwrap()
@@ -360,33 +349,4 @@ async fn scenario(url: &str) {
         .is_empty());
 }
 
-#[tokio::test]
-async fn sqlite() {
-    let tmp = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/lists.db", tmp.path().display());
-    scenario(&url).await;
-}
-
-async fn on_server(base: &str) {
-    let url = format!("{}/{}", base.trim_end_matches('/'), unique_name());
-    scenario(&url).await;
-    Any::drop_database(&url)
-        .await
-        .expect("drop throwaway database");
-}
-
-#[tokio::test]
-async fn mariadb() {
-    sqlx::any::install_default_drivers();
-    let base = std::env::var("PAMPA_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    on_server(&base).await;
-}
-
-#[tokio::test]
-async fn postgres() {
-    sqlx::any::install_default_drivers();
-    let base = std::env::var("PAMPA_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    on_server(&base).await;
-}
+on_every_backend!("lists", scenario);

@@ -2,22 +2,11 @@
 //! server tests use the machine's servers with a throwaway database per run
 //! (`PAMPA_TEST_MYSQL_URL`, `PAMPA_TEST_POSTGRES_URL`, base URLs without a database).
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use pampa_directory::{verify_password_hash, Directory, DirectoryError, RadiusProfile};
-use sqlx::{migrate::MigrateDatabase, Any};
-
-fn unique_name() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "pampa_test_radius_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000
-    )
-}
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -239,33 +228,4 @@ async fn scenario(url: &str) {
     profile_scenario(&dir).await;
 }
 
-#[tokio::test]
-async fn sqlite() {
-    let tmp = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/radius.db", tmp.path().display());
-    scenario(&url).await;
-}
-
-async fn on_server(base: &str) {
-    let url = format!("{}/{}", base.trim_end_matches('/'), unique_name());
-    scenario(&url).await;
-    Any::drop_database(&url)
-        .await
-        .expect("drop throwaway database");
-}
-
-#[tokio::test]
-async fn mariadb() {
-    sqlx::any::install_default_drivers();
-    let base = std::env::var("PAMPA_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    on_server(&base).await;
-}
-
-#[tokio::test]
-async fn postgres() {
-    sqlx::any::install_default_drivers();
-    let base = std::env::var("PAMPA_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    on_server(&base).await;
-}
+on_every_backend!("radius", scenario);
