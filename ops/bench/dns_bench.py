@@ -45,7 +45,7 @@ import urllib.request
 from pathlib import Path
 
 from benchlib import free_udp_tcp_port as free_port
-from benchlib import log, wait_for
+from benchlib import PampaProcess, log, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PAMPA = REPO / "target/release/pampa"
@@ -330,7 +330,7 @@ class Unbound(Server):
         return (self.dir / "unbound.out").read_text(errors="replace")[-2000:]
 
 
-class Pampa(Server):
+class Pampa(PampaProcess, Server):
     def __init__(self, work: Path, name: str, dns_toml: str, query_log: bool = True):
         self.name = name
         self.dir = work / name
@@ -347,45 +347,9 @@ class Pampa(Server):
             + dns_toml
         )
 
-    def http(self, path: str) -> tuple[int, str]:
-        try:
-            with _NO_PROXY.open(f"http://{LOCALHOST}:{self.metrics_port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, ""
-        except OSError:
-            return 0, ""
-
     def start(self, probe: str, qtype: int = 1) -> None:
-        self.log = open(self.dir / "pampa.log", "wb")
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "warn")
-        self.proc = subprocess.Popen([str(PAMPA), "--config", str(self.config), "run", "dns"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"pampa exited with {self.proc.returncode}: {self.tail()}")
-            return self.http("/readyz")[0] == 200
-
-        wait_for(ready, 180, "pampa /readyz")
+        self.start_role(PAMPA, "dns", 180)
         self._wait_answers(probe, qtype)
-
-    def tail(self) -> str:
-        return (self.dir / "pampa.log").read_text(errors="replace")[-3000:]
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of a metric's samples whose labels include `labels`."""
-        total = 0.0
-        for line in self.http("/metrics")[1].splitlines():
-            if not line.startswith(name):
-                continue
-            head, _, value = line.rpartition(" ")
-            if head != name and not head.startswith(name + "{"):
-                continue
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-        return total
 
     def events_stored(self) -> int:
         """`dns.query` events in the embedded log (read after the server stopped)."""

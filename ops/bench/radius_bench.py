@@ -44,7 +44,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchlib import free_port, log, wait_for
+from benchlib import PampaProcess, free_port, log, wait_for
 from benchlib import free_udp_tcp_port as free_udp_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -340,7 +340,7 @@ class FreeRadius:
 # --------------------------------------------------------------------- pampa --
 
 
-class Pampa:
+class Pampa(PampaProcess):
     def __init__(self, work: Path, name: str, db_url: str, bus_url: str | None):
         self.dir = work / name
         self.dir.mkdir(exist_ok=True)
@@ -368,44 +368,8 @@ class Pampa:
             raise SystemExit(f"pampa {' '.join(args)} failed:\n{cp.stdout}{cp.stderr}")
         return cp.stdout
 
-    def http(self, path: str) -> tuple[int, str]:
-        try:
-            with _NO_PROXY.open(f"http://{LOCALHOST}:{self.metrics_port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, ""
-        except OSError:
-            return 0, ""
-
     def start(self) -> None:
-        self.log = open(self.dir / "pampa.log", "wb")
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "warn")
-        self.proc = subprocess.Popen(
-            [str(PAMPA), "--config", str(self.config), "run", "radius"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"pampa exited with {self.proc.returncode}:\n"
-                                 + (self.dir / "pampa.log").read_text()[-3000:])
-            return self.http("/readyz")[0] == 200
-
-        wait_for(ready, 60, "pampa /readyz")
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of a metric's samples whose labels include `labels`."""
-        total = 0.0
-        for line in self.http("/metrics")[1].splitlines():
-            if not line.startswith(name):
-                continue
-            head, _, value = line.rpartition(" ")
-            if head != name and not head.startswith(name + "{"):
-                continue
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-        return total
+        self.start_role(PAMPA, "radius", 60)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
