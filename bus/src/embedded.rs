@@ -5,7 +5,8 @@
 //!   `synchronous=FULL` in WAL mode, which fsyncs the WAL. One writer task batches the
 //!   commands that arrive together into one transaction (group commit), so concurrent
 //!   SMTP sessions share an fsync instead of queueing for one each;
-//! - **deduplication**: the event id is unique; a second publish of it is a duplicate;
+//! - **deduplication**: a second publish of an id within [`crate::DUPLICATE_WINDOW`] is a
+//!   duplicate, as on JetStream (the window is kept in memory: see [`recent`]);
 //! - **durable consumers**: a cursor per consumer, plus a `pending` row per handed-out
 //!   event that stays until it is acked, so a crash before the ack redelivers it;
 //! - **retention**: events older than `max_age` are purged, like JetStream's limits policy.
@@ -37,10 +38,15 @@ use crate::{
 /// Rows per page of a replay: large enough that a page costs one query per ~MB.
 const REPLAY_PAGE: usize = 1000;
 
-const SCHEMA: &str = r#"
+mod recent;
+
+use recent::{hash_id, RecentIds, Slot};
+
+/// The events table. There is deliberately no index on `msg_id`: see [`recent`].
+const EVENTS_TABLE: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    msg_id       TEXT    NOT NULL UNIQUE,
+    msg_id       TEXT    NOT NULL,
     subject      TEXT    NOT NULL,
     headers      BLOB    NOT NULL,
     payload      BLOB    NOT NULL,
@@ -48,6 +54,13 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_subject_seq ON events (subject, seq);
 CREATE INDEX IF NOT EXISTS events_published_at ON events (published_at);
+"#;
+
+/// Most ids the duplicate window holds (about 24 bytes each in memory). Past it the
+/// oldest go first, so a burst beyond ~30k events/s shortens the window for a while.
+const RECENT_IDS_CAPACITY: usize = 4_000_000;
+
+const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS consumers (
     name   TEXT    PRIMARY KEY,
     filter TEXT    NOT NULL,
@@ -187,6 +200,8 @@ impl EmbeddedLog {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
         let mut writer = SqliteConnection::connect_with(&options).await?;
+        sqlx::raw_sql(EVENTS_TABLE).execute(&mut writer).await?;
+        drop_unique_ids(&mut writer).await?;
         sqlx::raw_sql(SCHEMA).execute(&mut writer).await?;
         // The previous process is gone: whatever it held in flight is handed out again now.
         sqlx::query("UPDATE pending SET visible_at = 0")
@@ -480,14 +495,22 @@ async fn write_loop(
     inner: std::sync::Weak<Inner>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut recent = RecentIds::default();
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut replies = Vec::with_capacity(batch.len());
         let mut published = false;
+        let publishes_queued = batch
+            .iter()
+            .any(|c| matches!(c, Command::Publish(..) | Command::PublishBatch(..)));
         let result: Result<(), sqlx::Error> = async {
             // IMMEDIATE takes the write lock up front, so a second process on the same file
             // (a CLI tool) makes this wait for busy_timeout instead of failing the commit
             // when a deferred read would have to be upgraded to a write.
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            if publishes_queued {
+                // Under the write lock: no other process can add ids until the commit.
+                refresh_recent(&mut tx, &mut recent).await?;
+            }
             // Runs of publishes go in as multi-row INSERTs: one statement per run instead
             // of one per event, which is most of the writer's cost under load. Other
             // commands run in their place, so the batch keeps its order.
@@ -506,12 +529,12 @@ async fn write_loop(
                         publishes.waiting.push(Waiting::Many(reply, n));
                     }
                     other => {
-                        insert_events(&mut tx, &mut publishes, &mut replies).await?;
+                        insert_events(&mut tx, &mut publishes, &mut replies, &mut recent).await?;
                         replies.push(execute(&mut tx, other).await?);
                     }
                 }
             }
-            insert_events(&mut tx, &mut publishes, &mut replies).await?;
+            insert_events(&mut tx, &mut publishes, &mut replies, &mut recent).await?;
             tx.commit().await
         }
         .await;
@@ -519,6 +542,8 @@ async fn write_loop(
         match result {
             Ok(()) => replies.into_iter().for_each(Reply::send_ok),
             Err(error) => {
+                // The window may hold ids of the rolled-back inserts: read it again.
+                recent.reset();
                 tracing::error!(%error, "The embedded log could not commit; callers get an error and retry.");
                 let text = error.to_string();
                 replies.into_iter().for_each(|r| r.send_err(&text));
@@ -570,17 +595,39 @@ fn insert_chunks(mut n: usize) -> impl Iterator<Item = usize> {
 }
 
 /// Inserts the pending publishes (emptying `publishes`) and queues their replies, in
-/// order. An id already in the log is a duplicate: its ack names the stored sequence.
+/// order. An id already in the duplicate window is a duplicate: its ack names the stored
+/// sequence, and nothing is inserted.
 async fn insert_events(
     conn: &mut SqliteConnection,
     publishes: &mut Publishes,
     replies: &mut Vec<Reply>,
+    recent: &mut RecentIds,
 ) -> Result<(), sqlx::Error> {
     let Publishes { events, waiting } = std::mem::take(publishes);
-    let mut acks = Vec::with_capacity(events.len());
+    // Which events are new, and which repeat an id of the window or of this run.
+    let hashes: Vec<u64> = events.iter().map(|e| hash_id(&e.id)).collect();
+    let mut seqs: Vec<Option<i64>> = vec![None; events.len()];
+    let mut duplicate_of: Vec<Option<usize>> = vec![None; events.len()];
+    let mut fresh = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        match recent.get(hashes[i]) {
+            Some(Slot::Pending(j)) if events[j].id == event.id => duplicate_of[i] = Some(j),
+            Some(Slot::Stored(seq))
+                if stored_id(conn, seq).await?.as_deref() == Some(&event.id) =>
+            {
+                seqs[i] = Some(seq)
+            }
+            // Not in the window, or another id with the same hash: a new event.
+            _ => {
+                recent.reserve(hashes[i], i);
+                fresh.push(i);
+            }
+        }
+    }
+    let at = now_ms();
     let mut at_row = 0;
-    for size in insert_chunks(events.len()) {
-        let chunk = &events[at_row..at_row + size];
+    for size in insert_chunks(fresh.len()) {
+        let chunk = &fresh[at_row..at_row + size];
         at_row += size;
         let mut sql = String::from(
             "INSERT INTO events (msg_id, subject, headers, payload, published_at) VALUES ",
@@ -592,10 +639,10 @@ async fn insert_events(
                 ", (?, ?, ?, ?, ?)"
             });
         }
-        sql.push_str(" ON CONFLICT (msg_id) DO NOTHING RETURNING seq, msg_id");
-        let at = now_ms();
+        sql.push_str(" RETURNING seq, msg_id");
         let mut query = sqlx::query(&sql);
-        for event in chunk {
+        for &i in chunk {
+            let event = &events[i];
             query = query
                 .bind(&event.id)
                 .bind(&event.subject)
@@ -603,38 +650,32 @@ async fn insert_events(
                 .bind(&event.payload)
                 .bind(at);
         }
+        // The ids of one chunk are distinct (repeats were set aside above), so the
+        // returned id says which row got which sequence.
         let mut inserted: std::collections::HashMap<String, i64> =
             std::collections::HashMap::with_capacity(chunk.len());
         for row in query.fetch_all(&mut *conn).await? {
             inserted.insert(row.try_get("msg_id")?, row.try_get("seq")?);
         }
-        let mut seen = std::collections::HashSet::with_capacity(chunk.len());
-        for event in chunk {
-            // The first of two equal ids in one chunk is the insert; the second is a
-            // duplicate of it.
-            let fresh = seen.insert(event.id.as_str());
-            let ack = match inserted.get(&event.id) {
-                Some(seq) if fresh => PublishAck {
-                    sequence: *seq as u64,
-                    duplicate: false,
-                },
-                Some(seq) => PublishAck {
-                    sequence: *seq as u64,
-                    duplicate: true,
-                },
-                None => {
-                    let seq: i64 = sqlx::query_scalar("SELECT seq FROM events WHERE msg_id = ?")
-                        .bind(&event.id)
-                        .fetch_one(&mut *conn)
-                        .await?;
-                    PublishAck {
-                        sequence: seq as u64,
-                        duplicate: true,
-                    }
-                }
-            };
-            acks.push(ack);
+        for &i in chunk {
+            let seq = *inserted
+                .get(&events[i].id)
+                .ok_or_else(|| sqlx::Error::Protocol("an insert returned no sequence".into()))?;
+            seqs[i] = Some(seq);
+            recent.stored(hashes[i], seq, at);
         }
+    }
+    let mut acks = Vec::with_capacity(events.len());
+    for i in 0..events.len() {
+        let (seq, duplicate) = match duplicate_of[i] {
+            Some(j) => (seqs[j], true),
+            None => (seqs[i], fresh.binary_search(&i).is_err()),
+        };
+        let seq = seq.ok_or_else(|| sqlx::Error::Protocol("a publish produced no ack".into()))?;
+        acks.push(PublishAck {
+            sequence: seq as u64,
+            duplicate,
+        });
     }
     let mut acks = acks.into_iter();
     for waiter in waiting {
@@ -655,30 +696,107 @@ async fn insert_events(
     Ok(())
 }
 
+/// The id stored at `seq`, to confirm a hit in the duplicate window.
+async fn stored_id(conn: &mut SqliteConnection, seq: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT msg_id FROM events WHERE seq = ?")
+        .bind(seq)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Brings the duplicate window up to date inside the write transaction: the first time
+/// (or after a failed one) from every event of the window, then from the rows another
+/// process (a CLI tool) added since this writer's last insert.
+async fn refresh_recent(
+    conn: &mut SqliteConnection,
+    recent: &mut RecentIds,
+) -> Result<(), sqlx::Error> {
+    let cutoff = now_ms() - ms(crate::DUPLICATE_WINDOW);
+    let mut rows = if recent.loaded {
+        sqlx::query("SELECT seq, msg_id, published_at FROM events WHERE seq > ? ORDER BY seq")
+            .bind(recent.last_seq)
+            .fetch(&mut *conn)
+    } else {
+        recent.reset();
+        sqlx::query(
+            "SELECT seq, msg_id, published_at FROM events WHERE published_at >= ? ORDER BY seq",
+        )
+        .bind(cutoff)
+        .fetch(&mut *conn)
+    };
+    while let Some(row) = rows.try_next().await? {
+        let id: &str = row.try_get("msg_id")?;
+        recent.stored(
+            hash_id(id),
+            row.try_get("seq")?,
+            row.try_get("published_at")?,
+        );
+    }
+    drop(rows);
+    if !recent.loaded {
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM events")
+            .fetch_one(&mut *conn)
+            .await?;
+        recent.last_seq = recent.last_seq.max(last.unwrap_or(0));
+        recent.loaded = true;
+    }
+    recent.expire(cutoff, RECENT_IDS_CAPACITY);
+    Ok(())
+}
+
+/// Upgrades a log made before the duplicate window: its `events` table had a UNIQUE
+/// constraint on `msg_id`, which SQLite can only drop by rebuilding the table. Done once,
+/// in one transaction; sequences (and so consumer cursors) are kept.
+async fn drop_unique_ids(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let table: Option<String> = sqlx::query_scalar(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if !table.is_some_and(|sql| sql.contains("UNIQUE")) {
+        return Ok(());
+    }
+    tracing::info!("Upgrading the embedded log: event ids are now deduplicated within a window, so their unique index goes (once; this may take a while on a big log).");
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let high_water: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            .fetch_optional(&mut *tx)
+            .await?;
+    sqlx::raw_sql(
+        "ALTER TABLE events RENAME TO events_with_unique_ids; \
+         DROP INDEX IF EXISTS events_subject_seq; \
+         DROP INDEX IF EXISTS events_published_at;",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::raw_sql(EVENTS_TABLE).execute(&mut *tx).await?;
+    sqlx::raw_sql(
+        "INSERT INTO events (seq, msg_id, subject, headers, payload, published_at) \
+         SELECT seq, msg_id, subject, headers, payload, published_at FROM events_with_unique_ids; \
+         DROP TABLE events_with_unique_ids;",
+    )
+    .execute(&mut *tx)
+    .await?;
+    // AUTOINCREMENT never reuses a sequence: keep the old high-water mark.
+    if let Some(high_water) = high_water {
+        sqlx::raw_sql("DELETE FROM sqlite_sequence WHERE name = 'events'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO sqlite_sequence (name, seq) SELECT 'events', max(?, coalesce(max(seq), 0)) FROM events")
+            .bind(high_water)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
 async fn execute(conn: &mut SqliteConnection, command: Command) -> Result<Reply, sqlx::Error> {
     match command {
-        // The writer batches publishes through `insert_events`; one alone goes the same way.
-        command @ (Command::Publish(..) | Command::PublishBatch(..)) => {
-            let mut publishes = Publishes::default();
-            match command {
-                Command::Publish(event, reply) => {
-                    publishes.events.push(event);
-                    publishes.waiting.push(Waiting::One(reply));
-                }
-                Command::PublishBatch(events, reply) => {
-                    let n = events.len();
-                    publishes.events = events;
-                    publishes.waiting.push(Waiting::Many(reply, n));
-                }
-                _ => {}
-            }
-            let mut replies = Vec::with_capacity(1);
-            insert_events(conn, &mut publishes, &mut replies).await?;
-            match replies.pop() {
-                Some(reply) => Ok(reply),
-                None => Err(sqlx::Error::Protocol("a publish produced no reply".into())),
-            }
-        }
+        // The writer routes every publish through `insert_events`, which needs the
+        // duplicate window; none reaches here.
+        Command::Publish(..) | Command::PublishBatch(..) => Err(sqlx::Error::Protocol(
+            "a publish reached the command executor".into(),
+        )),
         Command::Register(spec, reply) => {
             sqlx::query(
                 "INSERT INTO consumers (name, filter, cursor) VALUES (?, ?, 0) \

@@ -29,10 +29,6 @@ use crate::{
 /// The object-store bucket that holds message bodies.
 pub const BODY_BUCKET: &str = "pampa-bodies";
 
-/// How long JetStream drops a republished id. A stage that crashes and republishes
-/// within this window is deduplicated by the server.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-
 /// A connection to JetStream with pampa's streams and bucket in place. Cheap to clone.
 #[derive(Clone)]
 pub struct JetStreamLog {
@@ -97,7 +93,7 @@ impl JetStreamLog {
                 max_age: config.max_age,
                 storage: StorageType::File,
                 num_replicas: config.replicas,
-                duplicate_window: DUPLICATE_WINDOW,
+                duplicate_window: crate::DUPLICATE_WINDOW,
                 ..Default::default()
             };
             context

@@ -29,6 +29,12 @@ use chrono::{DateTime, Utc};
 use futures::{stream::BoxStream, TryStreamExt};
 use pampa_schemas::BlobRef;
 
+/// How long a republished id is dropped as a duplicate, on both backends: a stage that
+/// crashes and republishes within it, or a NAS that retransmits an accounting record,
+/// is recorded once. JetStream keeps the window in its stream; the embedded log in
+/// memory (`embedded::recent`).
+pub const DUPLICATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub use config::BusConfig;
 pub use error::BusError;
 pub use event::{Delivery, OutgoingEvent, PublishAck, StoredEvent};

@@ -589,3 +589,118 @@ async fn unknown_bus_urls_are_named() {
     let err = EventLog::open(&config, dir.path()).await.err().unwrap();
     assert!(err.to_string().contains("kafka://x"), "{err}");
 }
+
+/// The duplicate window is shared by every writer of one embedded log: an id a CLI tool
+/// published is a duplicate for the server, and an id the server published before a
+/// restart is one for the next process.
+#[tokio::test]
+async fn embedded_window_sees_other_writers_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config();
+    let server = EventLog::open(&config, dir.path()).await.unwrap();
+    // The server's window is loaded before the tool writes.
+    assert!(
+        !server
+            .publish(&event("x.a", "first", "1"))
+            .await
+            .unwrap()
+            .duplicate
+    );
+    let tool = EventLog::open_tool(&config, dir.path()).await.unwrap();
+    let by_tool = tool.publish(&event("x.a", "from-tool", "2")).await.unwrap();
+    assert!(!by_tool.duplicate);
+    assert!(
+        tool.publish(&event("x.a", "first", "1"))
+            .await
+            .unwrap()
+            .duplicate
+    );
+    let again = server
+        .publish(&event("x.a", "from-tool", "2"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.sequence, by_tool.sequence);
+    drop((server, tool));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reopened = EventLog::open(&config, dir.path()).await.unwrap();
+    let ack = reopened.publish(&event("x.a", "first", "1")).await.unwrap();
+    assert!(ack.duplicate);
+    assert_eq!(ack.sequence, 1);
+    let events = reopened
+        .replay("x.a", chrono::DateTime::<chrono::Utc>::UNIX_EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+}
+
+/// A log written before the duplicate window had a UNIQUE index on event ids; opening it
+/// rebuilds the table once, keeping every event, its sequence and the consumers' place.
+#[tokio::test]
+async fn embedded_log_from_before_the_window_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log/events.db");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let legacy = write_legacy_log(&path).await;
+    assert!(legacy.contains("UNIQUE"));
+    let config = test_config();
+    let log = EventLog::open(&config, dir.path()).await.unwrap();
+    let events = log
+        .replay("old.>", chrono::DateTime::<chrono::Utc>::UNIX_EPOCH)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(seqs, vec![3, 7]);
+    // AUTOINCREMENT's high-water mark (9, above the highest row left) is kept.
+    let next = log.publish(&event("old.c", "c", "c")).await.unwrap();
+    assert_eq!(next.sequence, 10);
+    // Old ids inside the window are still duplicates.
+    assert!(
+        log.publish(&event("old.a", "a", "a"))
+            .await
+            .unwrap()
+            .duplicate
+    );
+    let mut consumer = log.consumer(spec("old", "old.>")).await.unwrap();
+    let batch = consumer
+        .fetch(10, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = batch.iter().map(|d| d.event.id.as_str()).collect();
+    assert_eq!(ids, vec!["b", "c"], "the consumer's cursor (at 3) is kept");
+}
+
+/// Writes a log in the schema of the first embedded log, with sqlx directly: rows at
+/// sequences 3 and 7, a high-water mark of 9, and a consumer whose cursor is at 3.
+async fn write_legacy_log(path: &std::path::Path) -> String {
+    use sqlx::{Connection, SqliteConnection};
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    sqlx::raw_sql(&format!(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE events (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT NOT NULL UNIQUE,
+             subject TEXT NOT NULL, headers BLOB NOT NULL, payload BLOB NOT NULL,
+             published_at INTEGER NOT NULL);
+         CREATE INDEX events_subject_seq ON events (subject, seq);
+         CREATE INDEX events_published_at ON events (published_at);
+         CREATE TABLE consumers (name TEXT PRIMARY KEY, filter TEXT NOT NULL, cursor INTEGER NOT NULL);
+         CREATE TABLE pending (consumer TEXT NOT NULL, seq INTEGER NOT NULL, deliveries INTEGER NOT NULL,
+             visible_at INTEGER NOT NULL, PRIMARY KEY (consumer, seq));
+         INSERT INTO events VALUES (3, 'a', 'old.a', x'90', x'61', {now});
+         INSERT INTO events VALUES (7, 'b', 'old.b', x'90', x'62', {now});
+         INSERT INTO events VALUES (9, 'gone', 'old.gone', x'90', x'67', {now});
+         DELETE FROM events WHERE seq = 9;
+         INSERT INTO consumers VALUES ('old', 'old.>', 3);"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let sql: String = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'events'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    sql
+}
