@@ -56,9 +56,11 @@ CREATE INDEX IF NOT EXISTS events_subject_seq ON events (subject, seq);
 CREATE INDEX IF NOT EXISTS events_published_at ON events (published_at);
 "#;
 
-/// Most ids the duplicate window holds (about 24 bytes each in memory). Past it the
-/// oldest go first, so a burst beyond ~30k events/s shortens the window for a while.
-const RECENT_IDS_CAPACITY: usize = 4_000_000;
+/// Most ids the duplicate window holds (about 50 bytes each in memory, so 50 MB at
+/// most). Past it the oldest go first: above ~8,000 events/s sustained the window is
+/// shorter than 120 s, for ids that are never republished in practice then anyway
+/// (a stage's republish after a crash comes within seconds of the first).
+const RECENT_IDS_CAPACITY: usize = 1_000_000;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS consumers (
@@ -218,7 +220,13 @@ impl EmbeddedLog {
             published: Notify::new(),
             blobs: FileBlobStore::new(data_dir.join("blobs")),
         });
-        tokio::spawn(write_loop(writer, receiver, Arc::downgrade(&inner)));
+        // The server reads the duplicate window now, before it serves, so the first
+        // publish does not wait for it; a CLI tool only if it publishes (most only read).
+        let mut recent = RecentIds::default();
+        if mode == Mode::Server {
+            refresh_recent(&mut writer, &mut recent).await?;
+        }
+        tokio::spawn(write_loop(writer, receiver, Arc::downgrade(&inner), recent));
         let log = EmbeddedLog { inner };
         if mode == Mode::Server {
             log.spawn_retention(config.max_age);
@@ -493,9 +501,9 @@ async fn write_loop(
     mut conn: SqliteConnection,
     mut commands: mpsc::Receiver<Command>,
     inner: std::sync::Weak<Inner>,
+    mut recent: RecentIds,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut recent = RecentIds::default();
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut replies = Vec::with_capacity(batch.len());
         let mut published = false;
@@ -712,18 +720,31 @@ async fn refresh_recent(
     recent: &mut RecentIds,
 ) -> Result<(), sqlx::Error> {
     let cutoff = now_ms() - ms(crate::DUPLICATE_WINDOW);
-    let mut rows = if recent.loaded {
-        sqlx::query("SELECT seq, msg_id, published_at FROM events WHERE seq > ? ORDER BY seq")
-            .bind(recent.last_seq)
-            .fetch(&mut *conn)
+    let from_seq = if recent.loaded {
+        recent.last_seq + 1
     } else {
         recent.reset();
-        sqlx::query(
-            "SELECT seq, msg_id, published_at FROM events WHERE published_at >= ? ORDER BY seq",
+        // The window's first row, found through the `published_at` index, and no more
+        // than the newest `RECENT_IDS_CAPACITY` rows: the rest would expire at once.
+        // (The first by time, not min(seq), which SQLite may answer by walking the whole
+        // table in sequence order.)
+        let first: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM events WHERE published_at >= ? ORDER BY published_at LIMIT 1",
         )
         .bind(cutoff)
-        .fetch(&mut *conn)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM events")
+            .fetch_one(&mut *conn)
+            .await?;
+        recent.last_seq = last.unwrap_or(0);
+        let newest = recent.last_seq - RECENT_IDS_CAPACITY as i64 + 1;
+        first.map_or(i64::MAX, |first| first.max(newest))
     };
+    let mut rows =
+        sqlx::query("SELECT seq, msg_id, published_at FROM events WHERE seq >= ? ORDER BY seq")
+            .bind(from_seq)
+            .fetch(&mut *conn);
     while let Some(row) = rows.try_next().await? {
         let id: &str = row.try_get("msg_id")?;
         recent.stored(
@@ -733,13 +754,7 @@ async fn refresh_recent(
         );
     }
     drop(rows);
-    if !recent.loaded {
-        let last: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM events")
-            .fetch_one(&mut *conn)
-            .await?;
-        recent.last_seq = recent.last_seq.max(last.unwrap_or(0));
-        recent.loaded = true;
-    }
+    recent.loaded = true;
     recent.expire(cutoff, RECENT_IDS_CAPACITY);
     Ok(())
 }
