@@ -33,10 +33,17 @@ pub const NAS_CACHE_TTL: Duration = Duration::from_secs(10);
 /// Most users held in the cache; when it is full, expired entries go, then all.
 pub const USER_CACHE_SIZE: usize = 100_000;
 
-/// The NAS list as last read, and when.
+/// The NAS list as last read, and when, with each entry already in the server's form, so
+/// a packet's lookup hands out an `Arc` instead of building a copy of its secret.
 struct NasSnapshot {
     loaded: Instant,
-    clients: Arc<Vec<NasClient>>,
+    clients: Arc<NasList>,
+}
+
+/// The directory's NAS rows and, at the same index, the server's view of each.
+struct NasList {
+    rows: Vec<NasClient>,
+    served: Vec<Arc<radius::NasClient>>,
 }
 
 /// `pampa_directory::Directory` adapted to the RADIUS server's `RadiusDirectory`, with the
@@ -49,7 +56,7 @@ pub struct DirectoryForRadius {
     /// stale causes one SQL query, not one each.
     reload: tokio::sync::Mutex<()>,
     /// Users found, by address, with when they were read.
-    users: Mutex<HashMap<String, (Instant, radius::RadiusUser)>>,
+    users: Mutex<HashMap<String, (Instant, Arc<radius::RadiusUser>)>>,
 }
 
 impl DirectoryForRadius {
@@ -70,7 +77,7 @@ impl DirectoryForRadius {
     }
 
     /// The cached NAS list, if it is still fresh.
-    fn fresh_nas(&self) -> Option<Arc<Vec<NasClient>>> {
+    fn fresh_nas(&self) -> Option<Arc<NasList>> {
         let snapshot = self.nas.read().unwrap_or_else(PoisonError::into_inner);
         snapshot
             .as_ref()
@@ -81,7 +88,7 @@ impl DirectoryForRadius {
     /// The NAS list, from memory or, when stale, from SQL. A failed reload is an error
     /// (the server drops the packet and the NAS retransmits) rather than a stale answer,
     /// so a removed NAS is never accepted for longer than the TTL.
-    async fn nas_list(&self) -> Result<Arc<Vec<NasClient>>, DirectoryError> {
+    async fn nas_list(&self) -> Result<Arc<NasList>, DirectoryError> {
         if let Some(clients) = self.fresh_nas() {
             return Ok(clients);
         }
@@ -89,7 +96,18 @@ impl DirectoryForRadius {
         if let Some(clients) = self.fresh_nas() {
             return Ok(clients);
         }
-        let clients = Arc::new(self.directory.list_nas().await?);
+        let rows = self.directory.list_nas().await?;
+        let served = rows
+            .iter()
+            .map(|nas| {
+                Arc::new(radius::NasClient {
+                    network: nas.network.to_string(),
+                    secret: nas.secret.as_bytes().to_vec(),
+                    require_message_authenticator: nas.require_message_authenticator,
+                })
+            })
+            .collect();
+        let clients = Arc::new(NasList { rows, served });
         *self.nas.write().unwrap_or_else(PoisonError::into_inner) = Some(NasSnapshot {
             loaded: Instant::now(),
             clients: Arc::clone(&clients),
@@ -99,23 +117,23 @@ impl DirectoryForRadius {
 }
 
 impl RadiusDirectory for DirectoryForRadius {
-    async fn nas(&self, ip: IpAddr) -> Result<Option<radius::NasClient>, LookupError> {
+    async fn nas(&self, ip: IpAddr) -> Result<Option<Arc<radius::NasClient>>, LookupError> {
         let clients = self.nas_list().await?;
-        Ok(
-            most_specific_nas(&clients, ip).map(|nas| radius::NasClient {
-                network: nas.network.to_string(),
-                secret: nas.secret.as_bytes().to_vec(),
-                require_message_authenticator: nas.require_message_authenticator,
-            }),
-        )
+        Ok(most_specific_nas(&clients.rows, ip).and_then(|found| {
+            let index = clients
+                .rows
+                .iter()
+                .position(|row| std::ptr::eq(row, found))?;
+            clients.served.get(index).cloned()
+        }))
     }
 
-    async fn user(&self, address: &str) -> Result<Option<radius::RadiusUser>, LookupError> {
+    async fn user(&self, address: &str) -> Result<Option<Arc<radius::RadiusUser>>, LookupError> {
         if !self.ttl.is_zero() {
             let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((read, user)) = users.get(address) {
                 if read.elapsed() < self.ttl {
-                    return Ok(Some(user.clone()));
+                    return Ok(Some(Arc::clone(user)));
                 }
             }
         }
@@ -126,18 +144,20 @@ impl RadiusDirectory for DirectoryForRadius {
             Err(DirectoryError::InvalidAddress(_)) => None,
             Err(error) => return Err(error.into()),
         };
-        let user = user.map(|user| radius::RadiusUser {
-            address: user.address,
-            password_hash: user.password_hash,
-            chap_secret: user.chap_secret,
-            profile: radius::RadiusProfile {
-                session_timeout: user.profile.session_timeout,
-                idle_timeout: user.profile.idle_timeout,
-                framed_ip: user.profile.framed_ip,
-                framed_pool: user.profile.framed_pool,
-                class: user.profile.class,
-                simultaneous_use: user.profile.simultaneous_use,
-            },
+        let user = user.map(|user| {
+            Arc::new(radius::RadiusUser {
+                address: user.address,
+                password_hash: user.password_hash,
+                chap_secret: user.chap_secret,
+                profile: radius::RadiusProfile {
+                    session_timeout: user.profile.session_timeout,
+                    idle_timeout: user.profile.idle_timeout,
+                    framed_ip: user.profile.framed_ip,
+                    framed_pool: user.profile.framed_pool,
+                    class: user.profile.class,
+                    simultaneous_use: user.profile.simultaneous_use,
+                },
+            })
         });
         if let Some(found) = &user {
             if !self.ttl.is_zero() {
@@ -149,7 +169,7 @@ impl RadiusDirectory for DirectoryForRadius {
                         users.clear();
                     }
                 }
-                users.insert(address.to_owned(), (Instant::now(), found.clone()));
+                users.insert(address.to_owned(), (Instant::now(), Arc::clone(found)));
             }
         }
         Ok(user)

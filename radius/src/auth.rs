@@ -1,14 +1,14 @@
 //! Access-Request: who is asking, with which method, and the reply that carries the
 //! decision.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use pampa_schemas::{AccessAuth, AuthResult};
 
 use crate::{
     crypto,
     directory::{NasClient, RadiusDirectory, RadiusUser},
-    metrics, mschap,
+    mschap,
     packet::{attr, Code, EncodeError, Packet, PacketWriter},
     server::Shared,
     sessions::normalize_user,
@@ -41,12 +41,12 @@ pub(crate) struct Decision {
     pub(crate) method: Method,
     pub(crate) result: AuthResult,
     /// The reason for the audit event, precise (`bad password`, `unknown user`).
-    pub(crate) reason: String,
+    pub(crate) reason: Cow<'static, str>,
     /// The Reply-Message of a reject: what the user may be told. Unknown user and bad
     /// password read the same, so the NAS's user cannot probe for addresses.
     pub(crate) reply_message: &'static str,
     pub(crate) address: Option<String>,
-    pub(crate) user: Option<RadiusUser>,
+    pub(crate) user: Option<Arc<RadiusUser>>,
     /// MS-CHAP2-Success for an MS-CHAPv2 accept; the MS-CHAP ident for a reject.
     pub(crate) mschap_success: Option<Vec<u8>>,
     pub(crate) mschap_ident: Option<u8>,
@@ -59,7 +59,11 @@ pub(crate) struct Undecided(pub(crate) &'static str);
 
 const FAILED: &str = "Authentication failed";
 
-fn reject(method: Method, reason: impl Into<String>, reply_message: &'static str) -> Decision {
+fn reject(
+    method: Method,
+    reason: impl Into<Cow<'static, str>>,
+    reply_message: &'static str,
+) -> Decision {
     Decision {
         method,
         result: AuthResult::Reject,
@@ -140,7 +144,7 @@ pub(crate) async fn decide<D: RadiusDirectory>(
             let open = shared.open_sessions(&user.address);
             if open >= limit {
                 decision.result = AuthResult::Reject;
-                decision.reason = format!("simultaneous-use limit {limit} reached");
+                decision.reason = format!("simultaneous-use limit {limit} reached").into();
                 decision.reply_message = "Too many sessions open: access denied";
                 decision.mschap_ident = decision
                     .mschap_success
@@ -163,7 +167,7 @@ fn accept(method: Method) -> Decision {
     Decision {
         method,
         result: AuthResult::Accept,
-        reason: "ok".to_owned(),
+        reason: Cow::Borrowed("ok"),
         reply_message: "",
         address: None,
         user: None,
@@ -176,7 +180,7 @@ async fn pap<D: RadiusDirectory>(
     shared: &Arc<Shared<D>>,
     packet: &Packet<'_>,
     nas: &NasClient,
-    user: &RadiusUser,
+    user: &Arc<RadiusUser>,
 ) -> Decision {
     let hidden = packet.get(attr::USER_PASSWORD).unwrap_or_default();
     let Some(password) = crypto::unhide_password(hidden, &nas.secret, &packet.authenticator) else {
@@ -190,10 +194,10 @@ async fn pap<D: RadiusDirectory>(
         .passwords
         .hit(&user.address, &user.password_hash, password.as_bytes())
     {
-        ::metrics::counter!(metrics::PASSWORD_CACHE_TOTAL, "result" => "hit").increment(1);
+        shared.metrics.password_cache_hit.increment(1);
         return accept(Method::Pap);
     }
-    ::metrics::counter!(metrics::PASSWORD_CACHE_TOTAL, "result" => "miss").increment(1);
+    shared.metrics.password_cache_miss.increment(1);
     let ok = {
         // Bounded: argon2 is CPU and memory heavy, and a flood of bad passwords must
         // queue here rather than fill the blocking pool.
@@ -357,6 +361,6 @@ pub(crate) fn audit_event(
         calling_station_id: packet.text_lossy(attr::CALLING_STATION_ID),
         method: decision.method.name().to_owned(),
         result: decision.result,
-        reason: decision.reason.clone(),
+        reason: decision.reason.clone().into_owned(),
     }
 }

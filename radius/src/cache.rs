@@ -16,7 +16,9 @@ use sha2::Sha256;
 /// full. Expiry is amortized over inserts, so no timer task is needed.
 #[derive(Debug)]
 struct TtlMap<K, V> {
-    map: HashMap<K, (Instant, V)>,
+    /// foldhash, seeded per process: every request looks the reply cache up, and
+    /// SipHash was a visible share of a cached PAP request.
+    map: HashMap<K, (Instant, V), foldhash::fast::RandomState>,
     order: VecDeque<(K, Instant)>,
     ttl: Duration,
     capacity: usize,
@@ -25,14 +27,18 @@ struct TtlMap<K, V> {
 impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
     fn new(ttl: Duration, capacity: usize) -> Self {
         TtlMap {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             ttl,
             capacity: capacity.max(1),
         }
     }
 
-    fn get(&self, key: &K, now: Instant) -> Option<&V> {
+    fn get<Q>(&self, key: &Q, now: Instant) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.map
             .get(key)
             .filter(|(at, _)| now.duration_since(*at) < self.ttl)
@@ -173,7 +179,7 @@ impl PasswordCache {
         };
         let digest = self.digest(password);
         let map = lock(inner);
-        map.get(&address.to_owned(), Instant::now())
+        map.get(address, Instant::now())
             .is_some_and(|(hash, d)| hash == password_hash && crate::crypto::ct_eq(d, &digest))
     }
 

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod acct;
+mod acct_writer;
 mod auth;
 mod cache;
 pub mod config;

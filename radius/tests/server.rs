@@ -48,7 +48,7 @@ fn user(address: &str, password: &str, chap: bool, profile: RadiusProfile) -> Ra
 }
 
 impl RadiusDirectory for FakeDirectory {
-    async fn nas(&self, ip: IpAddr) -> Result<Option<NasClient>, LookupError> {
+    async fn nas(&self, ip: IpAddr) -> Result<Option<Arc<NasClient>>, LookupError> {
         Ok(match ip {
             IpAddr::V4(ip) if ip == Ipv4Addr::new(127, 0, 0, 1) => Some(NasClient {
                 network: "127.0.0.1/32".into(),
@@ -61,10 +61,11 @@ impl RadiusDirectory for FakeDirectory {
                 require_message_authenticator: false,
             }),
             _ => None,
-        })
+        }
+        .map(Arc::new))
     }
 
-    async fn user(&self, address: &str) -> Result<Option<RadiusUser>, LookupError> {
+    async fn user(&self, address: &str) -> Result<Option<Arc<RadiusUser>>, LookupError> {
         self.calls.user.fetch_add(1, Ordering::SeqCst);
         Ok(match address {
             "alice@example.org" => Some(user(
@@ -91,7 +92,8 @@ impl RadiusDirectory for FakeDirectory {
             )),
             "carol@example.org" => Some(user(address, "carolpw", false, RadiusProfile::default())),
             _ => None,
-        })
+        }
+        .map(Arc::new))
     }
 
     fn verify_password(&self, user: &RadiusUser, password: &str) -> bool {
