@@ -253,21 +253,27 @@ impl<D: RadiusDirectory> Radius<D> {
         let in_flight = Arc::new(Semaphore::new(max_in_flight));
         tracing::info!(auth = ?auth_addr, acct = ?acct_addr, "RADIUS server listening.");
         shared.listening.store(true, Ordering::Relaxed);
-        let auth = tokio::spawn(recv_loop(
-            shared.clone(),
-            Arc::new(sockets.auth),
-            Kind::Access,
-            in_flight.clone(),
-            shutdown.clone(),
-        ));
-        let acct = tokio::spawn(recv_loop(
-            shared.clone(),
-            Arc::new(sockets.acct),
-            Kind::Accounting,
-            in_flight.clone(),
-            shutdown.clone(),
-        ));
-        let _ = tokio::join!(auth, acct);
+        // Several readers per socket, one per runtime worker: a request answered inline
+        // occupies its reader, so one reader would serialise the whole port on one core.
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+        let auth_socket = Arc::new(sockets.auth);
+        let acct_socket = Arc::new(sockets.acct);
+        let mut loops = Vec::new();
+        for _ in 0..readers {
+            for (socket, kind) in [
+                (&auth_socket, Kind::Access),
+                (&acct_socket, Kind::Accounting),
+            ] {
+                loops.push(tokio::spawn(recv_loop(
+                    shared.clone(),
+                    socket.clone(),
+                    kind,
+                    in_flight.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+        futures::future::join_all(loops).await;
         shared.listening.store(false, Ordering::Relaxed);
 
         // Requests in flight may be waiting on a publish; give them that long.
