@@ -45,6 +45,10 @@ pub struct SmtpConfig {
     /// Most sessions open at once from one IP address; more get `421 4.7.0`, so one
     /// slow-loris client holds no more than its share.
     pub max_connections_per_ip: usize,
+    /// Most new connections a minute from one IP address (0: no limit); past it the
+    /// client gets `421 4.7.0` at once. Senders that open a session per message stay far
+    /// below the default; a client reconnecting in a loop does not.
+    pub max_connection_rate_per_ip: u32,
 }
 
 impl Default for SmtpConfig {
@@ -66,6 +70,7 @@ impl Default for SmtpConfig {
             tls_key: None,
             max_connections: 2000,
             max_connections_per_ip: 20,
+            max_connection_rate_per_ip: 600,
         }
     }
 }

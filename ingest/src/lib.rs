@@ -18,6 +18,7 @@ pub mod config;
 mod guard;
 mod message;
 pub mod metrics;
+mod rate;
 pub mod server;
 mod session;
 

@@ -1,7 +1,8 @@
 //! Metric names of the SMTP MX (DESIGN.md §6).
 
 /// Counter: SMTP sessions by `result` (`quit`, `disconnect`, `timeout`, `error_limit`,
-/// `command_limit`, `dictionary_attack`, `blocked`, `io_error`).
+/// `command_limit`, `dictionary_attack`, `blocked`, `io_error`; and, for connections turned
+/// away before a session, `refused_busy`, `refused_per_ip` and `refused_rate`).
 pub const SESSIONS_TOTAL: &str = "pampa_smtp_sessions_total";
 /// Counter: messages by `result` (`accepted`, `rejected`, `tempfail`).
 pub const MESSAGES_TOTAL: &str = "pampa_smtp_messages_total";

@@ -16,7 +16,7 @@ use pampa_directory::Directory;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::{rustls, TlsAcceptor};
 
-use crate::{guard::DictionaryGuard, metrics, session, SmtpConfig};
+use crate::{guard::DictionaryGuard, metrics, rate::ConnectionRate, session, SmtpConfig};
 
 /// Why the MX could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,8 @@ pub struct Ingest {
     listening: Arc<AtomicBool>,
     /// The sessions open now, for the connection caps.
     open: Arc<Mutex<OpenSessions>>,
+    /// New connections per client address, for the rate limit.
+    rate: Arc<ConnectionRate>,
 }
 
 fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, IngestError> {
@@ -106,6 +108,7 @@ impl Ingest {
             config.unknown_recipient_window,
             config.unknown_recipient_block,
         );
+        let config_rate = config.max_connection_rate_per_ip;
         Ok(Ingest {
             shared: Arc::new(Shared {
                 config,
@@ -118,6 +121,7 @@ impl Ingest {
             }),
             listening: Arc::new(AtomicBool::new(false)),
             open: Arc::new(Mutex::new(OpenSessions::default())),
+            rate: Arc::new(ConnectionRate::new(config_rate)),
         })
     }
 
@@ -151,7 +155,15 @@ impl Ingest {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let shared = self.shared.clone();
-                    match SessionSlot::take(&self.open, &shared.config, peer.ip()) {
+                    let slot = if self.rate.check(peer.ip()) {
+                        SessionSlot::take(&self.open, &shared.config, peer.ip())
+                    } else {
+                        Err(Refusal {
+                            reply: "421 4.7.0 Too many connections from your address in a short time, slow down\r\n",
+                            label: "refused_rate",
+                        })
+                    };
+                    match slot {
                         Ok(slot) => {
                             tokio::spawn(async move {
                                 run_session(shared, stream, peer).await;

@@ -247,3 +247,34 @@ def test_connections_are_capped_per_ip_and_in_all(harness):
     wait_for(lambda: RawSmtp(p.smtp_port).reply()[0] == 220, 10, "a new session to be served")
     metrics = p.http_get("/metrics")[1]
     assert 'pampa_smtp_sessions_total{result="refused_per_ip"}' in metrics, metrics
+
+
+def test_connection_rate_is_limited_per_ip(harness):
+    """A client reconnecting in a loop is turned away (governor, per IP), whatever it holds."""
+    p = harness.pampa(smtp={"max_connection_rate_per_ip": 5})
+    p.setup_users("example.org", "alice")
+    p.start()
+    for _ in range(5):
+        with RawSmtp(p.smtp_port) as c:
+            assert c.reply()[0] == 220
+            assert c.cmd("QUIT")[0] == 221
+    with RawSmtp(p.smtp_port) as sixth:
+        code, text = sixth.reply()
+        assert code == 421 and b"4.7.0" in text, (code, text)
+        assert sixth.closed_by_peer()
+    metrics = p.http_get("/metrics")[1]
+    assert 'pampa_smtp_sessions_total{result="refused_rate"}' in metrics, metrics
+
+
+def test_auth_is_never_offered_on_the_mx(mx):
+    """The MX authenticates nobody: no AUTH in EHLO, and an AUTH in clear text is refused
+    without looking at the credentials (submission is a separate role)."""
+    with RawSmtp(mx.smtp_port) as c:
+        assert c.reply()[0] == 220
+        code, text = c.cmd("EHLO client.e2e.test")
+        assert code == 250 and b"AUTH" not in text.upper(), text
+        code, text = c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==")
+        assert is_5xx(code), (code, text)
+        code, text = c.cmd("AUTH LOGIN")
+        assert is_5xx(code), (code, text)
+        assert c.cmd("QUIT")[0] == 221
