@@ -674,7 +674,6 @@ async fn handle_access<D: RadiusDirectory>(
         }
     };
     shared.replies.complete(&key, reply.clone());
-    send(socket, &reply, peer).await;
 
     let result = match decision.result {
         pampa_schemas::AuthResult::Accept => {
@@ -688,7 +687,9 @@ async fn handle_access<D: RadiusDirectory>(
     };
     tracing::debug!(result, method = decision.method.name(), reason = %decision.reason, "Decided an Access-Request.");
 
-    // The audit event is published after the reply and off the request path: a slow or
+    // The audit event is queued just before the reply goes out (so a NAS's requests,
+    // each sent after the last one's answer, are audited in order, whichever reader
+    // took them) and published off the request path: a slow or
     // unavailable log must not slow or stop logins (at thousands of auths a second, an
     // fsync per reply would), and an auth decision is not billing data. The queue is
     // bounded, and every event lost to a full queue or a failed publish is counted in
@@ -704,6 +705,7 @@ async fn handle_access<D: RadiusDirectory>(
         };
         ::metrics::counter!(metrics::AUDIT_LOST_TOTAL, "reason" => reason).increment(1);
     }
+    send(socket, &reply, peer).await;
     true
 }
 
