@@ -103,6 +103,18 @@ async fn open_backends(config: &Config) -> Result<Backends> {
         .context("bad histogram buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    // Histogram samples wait in per-series buckets until they are folded in, which
+    // `install_recorder` leaves to the caller: without it they pile up between scrapes,
+    // and with nobody scraping, memory grew with every request (seen under sustained
+    // SMTP load, tests/e2e/test_load.py).
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let log = EventLog::open(&config.bus, &config.data_dir)
