@@ -19,6 +19,7 @@ use hickory_proto::{
 use crate::{
     config::{DnsblConfig, DnsblFormat},
     dnsbl::{Dataset, DatasetKind},
+    fastpath::{self, Packer},
     metrics,
     zone::label_count,
     zone::Answer,
@@ -47,11 +48,47 @@ struct Loaded {
     ttl: u32,
     soa: Record,
     ns: Vec<Record>,
+    /// The negative answers' SOA, ready for the wire fast path.
+    negative: WireSoa,
+}
+
+/// The SOA of negative answers in the pieces [`BlZone::answer_wire`] writes: the TTL
+/// (the record's, capped at the SOA minimum, as [`BlZone::lookup`] does), the two names
+/// (compressed against the packet when written) and the five numbers.
+struct WireSoa {
+    ttl: u32,
+    mname: Vec<u8>,
+    rname: Vec<u8>,
+    numbers: [u8; 20],
+}
+
+impl WireSoa {
+    fn new(record: &Record) -> WireSoa {
+        let mut soa = WireSoa {
+            ttl: record.ttl,
+            mname: Vec::new(),
+            rname: Vec::new(),
+            numbers: [0; 20],
+        };
+        if let RData::SOA(s) = &record.data {
+            soa.ttl = soa.ttl.min(s.minimum);
+            soa.mname = fastpath::name_wire(&s.mname);
+            soa.rname = fastpath::name_wire(&s.rname);
+            soa.numbers[0..4].copy_from_slice(&s.serial.to_be_bytes());
+            soa.numbers[4..8].copy_from_slice(&s.refresh.to_be_bytes());
+            soa.numbers[8..12].copy_from_slice(&s.retry.to_be_bytes());
+            soa.numbers[12..16].copy_from_slice(&s.expire.to_be_bytes());
+            soa.numbers[16..20].copy_from_slice(&s.minimum.to_be_bytes());
+        }
+        soa
+    }
 }
 
 /// A DNSBL zone: its dataset can be swapped while queries read the old one.
 pub(crate) struct BlZone {
     origin: Name,
+    /// The apex's labels in wire form, case as configured (for the fast path).
+    origin_wire: Vec<u8>,
     name: String,
     file: PathBuf,
     kind: DatasetKind,
@@ -91,6 +128,7 @@ impl BlZone {
             file: config.file.clone(),
             kind,
             current: RwLock::new(Arc::new(loaded)),
+            origin_wire: fastpath::name_wire(&origin),
             origin,
         };
         Ok(zone)
@@ -110,6 +148,7 @@ impl BlZone {
             dataset,
             stamp,
             ttl,
+            negative: WireSoa::new(&soa),
             soa,
             ns,
         })
@@ -215,6 +254,68 @@ impl BlZone {
             answer.authorities.push(negative_soa);
         }
         answer
+    }
+}
+
+impl BlZone {
+    /// [`BlZone::lookup`] for the wire fast path: appends the answer and authority
+    /// sections for `qname` (a name below the apex, as sent) to `p`, the header and the
+    /// question being there already, and returns the rcode and the two sections' record
+    /// counts. `key` is the dataset key (`query_key` of the name).
+    pub(crate) fn answer_wire(
+        &self,
+        qname: &[u8],
+        qtype: u16,
+        key: &str,
+        p: &mut Packer,
+    ) -> (ResponseCode, u16, u16) {
+        let loaded = self.current();
+        let dataset = &loaded.dataset;
+        let (listed, a, txt) = match qtype {
+            fastpath::TYPE_TXT | fastpath::TYPE_ANY => match dataset.query(key) {
+                Some(l) => (true, Some(l.a), l.txt),
+                None => (false, None, None),
+            },
+            _ => match dataset.query_a(key) {
+                Some(a) => (true, Some(a), None),
+                None => (false, None, None),
+            },
+        };
+        let mut answers = 0;
+        if listed {
+            if matches!(qtype, fastpath::TYPE_A | fastpath::TYPE_ANY) {
+                if let Some(a) = a {
+                    let at = p.record(qname, fastpath::TYPE_A, loaded.ttl);
+                    p.out.extend_from_slice(&a.octets());
+                    p.end_rdata(at);
+                    answers += 1;
+                }
+            }
+            if matches!(qtype, fastpath::TYPE_TXT | fastpath::TYPE_ANY) {
+                if let Some(txt) = txt {
+                    let at = p.record(qname, fastpath::TYPE_TXT, loaded.ttl);
+                    p.txt(txt.as_bytes());
+                    p.end_rdata(at);
+                    answers += 1;
+                }
+            }
+        }
+        let mut authorities = 0;
+        if answers == 0 {
+            let soa = &loaded.negative;
+            let at = p.record(&self.origin_wire, fastpath::TYPE_SOA, soa.ttl);
+            p.name(&soa.mname);
+            p.name(&soa.rname);
+            p.out.extend_from_slice(&soa.numbers);
+            p.end_rdata(at);
+            authorities = 1;
+        }
+        let rcode = if listed {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::NXDomain
+        };
+        (rcode, answers, authorities)
     }
 }
 

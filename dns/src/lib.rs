@@ -22,10 +22,13 @@
 //!   workers, the TCP connections and the answer path.
 //! - [`zone`]: authoritative zones: loading and lookup.
 //! - `blzone`: a [`dnsbl::Dataset`] served as a zone.
+//! - `fastpath`: DNSBL answers read and written on the wire bytes, without hickory's
+//!   `Message`, for the common queries.
 //! - [`dnsbl`]: rbldnsd's `ip4set` and `dnset` datasets, held compactly.
 //! - `upstream`: forwarding and full recursion (hickory-resolver).
 //! - `cache`: the recursion cache in front of upstream.
 //! - `rrl`: response-rate limiting.
+//! - `udpbatch`: `recvmmsg`/`sendmmsg` batches for the UDP workers (Linux).
 //! - `querylog`: the bounded queue and batching publisher of `dns.query`.
 //! - [`metrics`]: metric names.
 #![warn(missing_docs)]
@@ -35,10 +38,13 @@ mod cache;
 pub mod config;
 pub mod dnsbl;
 mod error;
+mod fastpath;
 pub mod metrics;
 mod querylog;
 mod rrl;
 pub mod server;
+#[cfg(target_os = "linux")]
+mod udpbatch;
 mod upstream;
 pub mod zone;
 

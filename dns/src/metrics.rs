@@ -10,7 +10,7 @@ pub const QUERY_DURATION_SECONDS: &str = "pampa_dns_query_duration_seconds";
 /// Counter: UDP responses truncated (TC) to fit the client's size, by `zone_kind`.
 pub const TRUNCATED_TOTAL: &str = "pampa_dns_truncated_total";
 /// Counter: datagrams dropped without a response, by `reason` (`short`, `response`,
-/// `rate_limited`, `overloaded`, `encode_error`).
+/// `rate_limited`, `overloaded`, `encode_error`, `oversize`: a UDP datagram over 4 KiB).
 pub const DROPPED_TOTAL: &str = "pampa_dns_dropped_total";
 /// Counter: recursive queries by `result`: `hit` (answered from the cache) or `miss`
 /// (resolved upstream). The cache hit ratio is hit / (hit + miss).

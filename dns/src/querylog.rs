@@ -75,7 +75,9 @@ pub(crate) struct QueryRecord {
 }
 
 impl QueryRecord {
-    fn into_event(self) -> DnsQuery {
+    /// The event. `zones` remembers the last zone's text: a batch is mostly one or two
+    /// zones, and formatting a `Name` costs more than copying its string.
+    fn into_event(self, zones: &mut Option<(Name, String)>) -> DnsQuery {
         let (qname, qtype, qclass) = match self.question {
             Some((name, qtype, qclass)) => (
                 name.to_lowercase().to_string(),
@@ -101,7 +103,14 @@ impl QueryRecord {
             latency_us: self.latency_us,
             response_size: self.response_size,
             id: self.id,
-            zone: self.zone.map(|z| z.to_string()),
+            zone: self.zone.map(|z| match zones {
+                Some((name, text)) if name.eq_case(&z) => text.clone(),
+                _ => {
+                    let text = z.to_string();
+                    *zones = Some((z, text.clone()));
+                    text
+                }
+            }),
             truncated: self.truncated,
             rate_limited: self.rate_limited,
         }
@@ -265,11 +274,12 @@ async fn publish(
     failed: &OnceLock<::metrics::Counter>,
 ) {
     let total = records.len();
+    let mut zones = None;
     let events: Vec<OutgoingEvent> = records
         .into_iter()
         .filter_map(|record| {
             let time = record.time;
-            let mut envelope = Envelope::root(new_id(), SOURCE, record.into_event());
+            let mut envelope = Envelope::root(new_id(), SOURCE, record.into_event(&mut zones));
             envelope.occurred_at = time;
             OutgoingEvent::from_envelope(&envelope).ok()
         })

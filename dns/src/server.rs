@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use hickory_proto::{
     op::{Edns, Message, OpCode, ResponseCode},
     rr::{rdata::HINFO, DNSClass, Name, RData, Record, RecordType},
+    serialize::binary::BinDecodable,
 };
 use ipnet::IpNet;
 use pampa_bus::EventLog;
@@ -30,10 +31,13 @@ use tokio::{
     sync::{watch, Semaphore},
 };
 
+#[cfg(target_os = "linux")]
+use crate::udpbatch;
 use crate::{
     blzone::BlZone,
     cache::{Cache, Cached},
     config::DnsConfig,
+    fastpath::{self, Packer},
     metrics, querylog,
     rrl::{RateLimiter, Verdict},
     upstream::Upstream,
@@ -60,6 +64,9 @@ enum ZoneRef {
 struct Zones {
     by_apex: HashMap<Name, ZoneRef>,
     max_labels: usize,
+    /// Every apex as lowercased wire labels, with its DNSBL zone (`None`: an
+    /// authoritative zone), for the fast path's closest-zone search on the wire name.
+    wire: Vec<(Vec<u8>, Option<Arc<BlZone>>)>,
 }
 
 impl Zones {
@@ -72,9 +79,36 @@ impl Zones {
             by_apex.insert(z.origin().clone(), ZoneRef::Auth(z.clone()));
         }
         let max_labels = by_apex.keys().map(label_count).max().unwrap_or(0);
+        let wire = by_apex
+            .iter()
+            .map(|(apex, zone)| {
+                let z = match zone {
+                    ZoneRef::Dnsbl(z) => Some(z.clone()),
+                    ZoneRef::Auth(_) => None,
+                };
+                (fastpath::name_wire(&apex.to_lowercase()), z)
+            })
+            .collect();
         Zones {
             by_apex,
             max_labels,
+            wire,
+        }
+    }
+
+    /// [`Zones::find`] on a lowercased wire name (labels without the root's zero):
+    /// the closest enclosing zone, and where its apex starts in `lower`.
+    fn find_wire(&self, lower: &[u8]) -> Option<(&Option<Arc<BlZone>>, usize)> {
+        let mut p = 0;
+        loop {
+            let suffix = &lower[p..];
+            if let Some((_, z)) = self.wire.iter().find(|(apex, _)| apex.as_slice() == suffix) {
+                return Some((z, p));
+            }
+            if p >= lower.len() {
+                return None;
+            }
+            p += 1 + usize::from(lower[p]);
         }
     }
 
@@ -886,10 +920,9 @@ fn finish(shared: &Shared, mut reply: Reply, client: &Client) -> Option<Vec<u8>>
     }
     let bytes = bytes.unwrap_or_default();
     let rcode = reply.message.metadata.response_code;
-    let elapsed = client.started.elapsed();
-    shared.query_metrics.record(reply.kind, rcode, elapsed);
-    if let Some(queue) = &shared.query_log {
-        queue.push(querylog::QueryRecord {
+    let response_size = bytes.len() as u32;
+    account(shared, client, reply.kind, rcode, |latency_us| {
+        querylog::QueryRecord {
             time: client.time,
             peer: client.peer,
             transport: client.transport,
@@ -898,14 +931,117 @@ fn finish(shared: &Shared, mut reply: Reply, client: &Client) -> Option<Vec<u8>>
             rcode,
             answer_count: reply.message.answers.len() as u16,
             zone_kind: reply.kind,
-            latency_us: elapsed.as_micros() as u64,
-            response_size: bytes.len() as u32,
+            latency_us,
+            response_size,
             zone: reply.zone,
             truncated,
             rate_limited,
-        });
-    }
+        }
+    });
     (!bytes.is_empty()).then_some(bytes)
+}
+
+/// Counts an answered query in the metrics and hands it to the query log; `record`
+/// builds the log's record (given the latency) only when there is a log.
+fn account(
+    shared: &Shared,
+    client: &Client,
+    kind: ZoneKind,
+    rcode: ResponseCode,
+    record: impl FnOnce(u64) -> querylog::QueryRecord,
+) {
+    let elapsed = client.started.elapsed();
+    shared.query_metrics.record(kind, rcode, elapsed);
+    if let Some(queue) = &shared.query_log {
+        queue.push(record(elapsed.as_micros() as u64));
+    }
+}
+
+/// Answers a plain query for a name under a DNSBL zone straight from its bytes into
+/// `p.out` (see [`fastpath`]), and accounts for it as [`finish`] would. `false`: not
+/// such a query, or one whose answer needs more than the fast path does (the apex,
+/// truncation, the rate limit); the general path must answer it.
+fn fast_answer(shared: &Shared, bytes: &[u8], client: &Client, p: &mut Packer) -> bool {
+    let Some(q) = fastpath::parse(bytes) else {
+        return false;
+    };
+    // The types hickory reads back to the same number; AXFR, IXFR and OPT have their
+    // own answers on the general path.
+    if !matches!(q.qtype, 1 | 2 | 5 | 6 | 12 | 15 | 16 | 28 | 33 | 255) {
+        return false;
+    }
+    let recursion_ok = shared.may_recurse(client.peer.ip());
+    if client.transport == DnsTransport::Udp
+        && shared.rrl.enabled()
+        && !(shared.config.rate_limit.exempt_recursion_clients && recursion_ok)
+    {
+        return false;
+    }
+    let mut lower = [0u8; 255];
+    if !fastpath::lowercase(q.qname, &mut lower) {
+        return false;
+    }
+    let lower = &lower[..q.qname.len()];
+    let zones = shared.zones();
+    let Some((Some(zone), apex_at)) = zones.find_wire(lower) else {
+        return false;
+    };
+    if apex_at == 0 {
+        return false;
+    }
+    let mut starts = [0u8; 128];
+    let labels = fastpath::label_starts(&lower[..apex_at], &mut starts);
+    let mut key = [0u8; 255];
+    let key = fastpath::dataset_key(lower, labels, &mut key);
+
+    p.clear();
+    p.u16(q.id);
+    p.out.push(0x80 | 0x04 | u8::from(q.rd));
+    p.out
+        .push(if recursion_ok { 0x80 } else { 0 } | if q.cd { 0x10 } else { 0 });
+    p.out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    p.name(q.qname);
+    p.u16(q.qtype);
+    p.u16(fastpath::CLASS_IN);
+    let (rcode, answers, authorities) = zone.answer_wire(q.qname, q.qtype, key, p);
+    let max_payload = shared.config.max_udp_payload.max(MIN_UDP_SIZE as u16);
+    let mut limit = MIN_UDP_SIZE;
+    if let Some(payload) = q.edns_payload {
+        p.out.push(0);
+        p.u16(fastpath::TYPE_OPT);
+        p.u16(max_payload);
+        p.u32(0);
+        p.u16(0);
+        limit = usize::from(payload).clamp(MIN_UDP_SIZE, usize::from(max_payload));
+    }
+    if client.transport == DnsTransport::Udp && p.out.len() > limit {
+        return false;
+    }
+    p.out[3] |= rcode.low();
+    p.out[6..8].copy_from_slice(&answers.to_be_bytes());
+    p.out[8..10].copy_from_slice(&authorities.to_be_bytes());
+    p.out[10..12].copy_from_slice(&u16::from(q.edns_payload.is_some()).to_be_bytes());
+    let response_size = p.out.len() as u32;
+    account(shared, client, ZoneKind::Dnsbl, rcode, |latency_us| {
+        let mut decoder = hickory_proto::serialize::binary::BinDecoder::new(&bytes[12..]);
+        let name = Name::read(&mut decoder).unwrap_or_default();
+        querylog::QueryRecord {
+            time: client.time,
+            peer: client.peer,
+            transport: client.transport,
+            id: Some(q.id),
+            question: Some((name, RecordType::from(q.qtype), DNSClass::IN)),
+            rcode,
+            answer_count: answers,
+            zone_kind: ZoneKind::Dnsbl,
+            latency_us,
+            response_size,
+            zone: Some(zone.origin().clone()),
+            truncated: false,
+            rate_limited: false,
+        }
+    });
+    true
 }
 
 /// Keeps the header, the question and the OPT record, and sets TC.
@@ -916,12 +1052,94 @@ fn truncate(message: &mut Message) {
     message.additionals.clear();
 }
 
+/// Reads the worker's socket in batches ([`udpbatch`]) and answers each query: from the
+/// wire fast path when it can, else through [`prepare`] and [`finish`]; cache misses go
+/// upstream on their own task.
+#[cfg(target_os = "linux")]
+async fn udp_worker(
+    shared: Arc<Shared>,
+    socket: Arc<UdpSocket>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut batch = udpbatch::Batch::new();
+    let mut packer = Packer::default();
+    loop {
+        let readable = tokio::select! {
+            r = socket.readable() => r,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        if let Err(error) = readable {
+            tracing::debug!(%error, "Waiting for DNS datagrams failed.");
+            continue;
+        }
+        loop {
+            let n = match batch.recv(&socket) {
+                Ok(n) => n,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    // ICMP port unreachable from an earlier reply shows up here on some
+                    // systems; it is no reason to stop.
+                    tracing::debug!(%error, "Receiving DNS datagrams failed.");
+                    break;
+                }
+            };
+            // One clock reading for the batch: its queries arrived together.
+            let (started, time) = (Instant::now(), Utc::now());
+            for i in 0..n {
+                let Some(peer) = batch.peer(i) else { continue };
+                if batch.truncated(i) {
+                    dropped("oversize");
+                    continue;
+                }
+                let client = Client {
+                    peer,
+                    transport: DnsTransport::Udp,
+                    started,
+                    time,
+                };
+                if fast_answer(&shared, batch.query(i), &client, &mut packer) {
+                    batch.reply_buffer(i).extend_from_slice(&packer.out);
+                    continue;
+                }
+                match prepare(&shared, batch.query(i), &client) {
+                    Step::Drop(reason) => dropped(reason),
+                    Step::Reply(reply) => {
+                        if let Some(bytes) = finish(&shared, reply, &client) {
+                            batch.set_reply(i, bytes);
+                        }
+                    }
+                    Step::Upstream(pending) => {
+                        let shared = shared.clone();
+                        let socket = socket.clone();
+                        tokio::spawn(async move {
+                            let reply = resolve(&shared, pending).await;
+                            if let Some(bytes) = finish(&shared, reply, &client) {
+                                send(&socket, &bytes, peer).await;
+                            }
+                        });
+                    }
+                }
+            }
+            batch.send(&socket).await;
+            if n < udpbatch::BATCH {
+                break;
+            }
+            // Full batches never wait on the socket, so they would never give the
+            // runtime back to the publisher and the TCP tasks: spend tokio's budget.
+            tokio::task::coop::consume_budget().await;
+        }
+    }
+}
+
+/// One datagram at a time, where `recvmmsg` is not available.
+#[cfg(not(target_os = "linux"))]
 async fn udp_worker(
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut packer = Packer::default();
     loop {
         let received = tokio::select! {
             r = socket.recv_from(&mut buf) => r,
@@ -930,8 +1148,6 @@ async fn udp_worker(
         let (n, peer) = match received {
             Ok(r) => r,
             Err(error) => {
-                // ICMP port unreachable from an earlier reply shows up here on some
-                // systems; it is no reason to stop.
                 tracing::debug!(%error, "Receiving a DNS datagram failed.");
                 continue;
             }
@@ -942,6 +1158,10 @@ async fn udp_worker(
             started: Instant::now(),
             time: Utc::now(),
         };
+        if fast_answer(&shared, &buf[..n], &client, &mut packer) {
+            send(&socket, &packer.out, peer).await;
+            continue;
+        }
         match prepare(&shared, &buf[..n], &client) {
             Step::Drop(reason) => dropped(reason),
             Step::Reply(reply) => {
@@ -1077,6 +1297,7 @@ async fn tcp_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DnsblConfig, DnsblFormat, ZoneConfig};
 
     #[test]
     fn rcode_labels_are_bounded() {
@@ -1084,5 +1305,227 @@ mod tests {
         assert_eq!(rcode_label(ResponseCode::Unknown(3000)), "OTHER");
         assert_eq!(querylog::type_name(RecordType::Unknown(65280)), "TYPE65280");
         assert_eq!(querylog::type_name(RecordType::MX), "MX");
+    }
+
+    /// A server's shared state without a query log, for calling the answer paths.
+    fn shared_for(config: DnsConfig) -> Shared {
+        let auth: Vec<_> = config
+            .zones
+            .iter()
+            .map(|z| Arc::new(Zone::load(z).unwrap()))
+            .collect();
+        let dnsbl: Vec<_> = config
+            .dnsbl
+            .iter()
+            .map(|z| Arc::new(BlZone::load(z).unwrap()))
+            .collect();
+        Shared {
+            zones: RwLock::new(Arc::new(Zones::build(&auth, &dnsbl))),
+            auth: RwLock::new(auth),
+            dnsbl,
+            recursion_nets: config.recursion_networks().unwrap(),
+            forwarders: Vec::new(),
+            upstream: OnceLock::new(),
+            upstream_permits: Semaphore::new(1),
+            cache: Cache::new(16),
+            rrl: RateLimiter::new(&config.rate_limit),
+            query_log: None,
+            query_metrics: QueryMetrics::new(),
+            listening: AtomicBool::new(false),
+            reloading: tokio::sync::Mutex::new(()),
+            config,
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+        fn pick<'a, T>(&mut self, of: &'a [T]) -> &'a T {
+            &of[self.below(of.len() as u64) as usize]
+        }
+    }
+
+    fn fixture(dir: &std::path::Path, rate_limit: bool) -> Shared {
+        let ip4 = dir.join("bl.ip4set");
+        std::fs::write(
+            &ip4,
+            "\
+$SOA 3600 ns1.example.net. Hostmaster.Example.NET. 7 3600 600 86400 120
+:127.0.0.2:Listed, see http://bl.example.net/$
+1.2.3.4
+10.0.0.0/8
+!10.1.2.3
+192.168.1
+1.2.3.5 :127.0.0.3:Own text for $ and $$
+1.2.3.6 :4
+1.2.3.7 :5:
+",
+        )
+        .unwrap();
+        let names = dir.join("dbl.dnset");
+        std::fs::write(
+            &names,
+            ":2:Domain $ listed\nspam.example.com\n.bad.example\n!good.bad.example\n",
+        )
+        .unwrap();
+        let zone = dir.join("auth.zone");
+        std::fs::write(
+            &zone,
+            "$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 300\n@ IN NS ns1\nns1 IN A 192.0.2.1\n",
+        )
+        .unwrap();
+        let mut config = DnsConfig {
+            recursion_allowed: vec!["127.0.0.0/8".to_owned()],
+            ..DnsConfig::default()
+        };
+        config.dnsbl = vec![
+            DnsblConfig {
+                name: "bl.example.net".to_owned(),
+                file: ip4,
+                format: DnsblFormat::Ip4set,
+            },
+            DnsblConfig {
+                name: "DBL.Example.Net".to_owned(),
+                file: names,
+                format: DnsblFormat::Dnset,
+            },
+        ];
+        config.zones = vec![ZoneConfig {
+            name: "auth.bl.example.net".to_owned(),
+            file: zone,
+        }];
+        if !rate_limit {
+            config.rate_limit.responses_per_second = 0;
+        } else {
+            config.rate_limit.responses_per_second = 5;
+        }
+        shared_for(config)
+    }
+
+    fn query(rng: &mut Rng, name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = Vec::new();
+        q.extend_from_slice(&(rng.below(65536) as u16).to_be_bytes());
+        q.push(*rng.pick(&[0u8, 1]));
+        q.push(*rng.pick(&[0u8, 0x10, 0x20]));
+        q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            // Random case, as DNS 0x20 clients send.
+            q.push(label.len() as u8);
+            q.extend(label.bytes().map(|b| {
+                if rng.below(3) == 0 {
+                    b.to_ascii_uppercase()
+                } else {
+                    b
+                }
+            }));
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&1u16.to_be_bytes());
+        match rng.below(4) {
+            0 => {}
+            _ => {
+                q[11] = 1;
+                let size = *rng.pick(&[0u16, 100, 512, 600, 1232, 4096]);
+                let flags = *rng.pick(&[0u16, 0x8000]);
+                q.push(0);
+                q.extend_from_slice(&41u16.to_be_bytes());
+                q.extend_from_slice(&size.to_be_bytes());
+                q.extend_from_slice(&[0, 0]);
+                q.extend_from_slice(&flags.to_be_bytes());
+                q.extend_from_slice(&[0, 0]);
+            }
+        }
+        q
+    }
+
+    fn slow(shared: &Shared, bytes: &[u8], client: &Client) -> Option<Vec<u8>> {
+        match prepare(shared, bytes, client) {
+            Step::Reply(reply) => finish(shared, reply, client),
+            Step::Drop(_) => None,
+            Step::Upstream(_) => Some(b"upstream".to_vec()),
+        }
+    }
+
+    /// Whatever the fast path answers, it answers with the general path's bytes.
+    #[test]
+    fn fast_path_answers_as_the_general_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "4.3.2.1.bl.example.net",
+            "5.3.2.1.bl.example.net",
+            "6.3.2.1.bl.example.net",
+            "7.3.2.1.bl.example.net",
+            "8.3.2.1.bl.example.net",
+            "3.2.1.10.bl.example.net",
+            "4.2.1.10.bl.example.net",
+            "9.1.168.192.bl.example.net",
+            "2.0.0.127.bl.example.net",
+            "1.0.0.127.bl.example.net",
+            "02.0.0.127.bl.example.net",
+            "3.2.1.bl.example.net",
+            "x.4.3.2.1.bl.example.net",
+            "bl.example.net",
+            "ns1.auth.bl.example.net",
+            "nothing.auth.bl.example.net",
+            "auth.bl.example.net",
+            "example.net",
+            "4.3.2.1.elsewhere.org",
+            "spam.example.com.dbl.example.net",
+            "x.bad.example.dbl.example.net",
+            "good.bad.example.dbl.example.net",
+            "bad.example.dbl.example.net",
+            "test.dbl.example.net",
+            "invalid.dbl.example.net",
+            "dbl.example.net",
+            "a-b_c.dbl.example.net",
+        ];
+        let types = [1u16, 2, 5, 6, 12, 15, 16, 28, 33, 99, 255, 252, 41, 0];
+        let local: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.7:5300".parse().unwrap();
+        for rate_limit in [false, true] {
+            let shared = fixture(dir.path(), rate_limit);
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+            let mut packer = Packer::default();
+            let (mut fast, mut total) = (0, 0);
+            for round in 0..20_000 {
+                let name = *rng.pick(&names);
+                let qtype = *rng.pick(&types);
+                let mut bytes = query(&mut rng, name, qtype);
+                if round % 4 == 3 {
+                    // Damage: any byte, any value.
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes[at] = rng.below(256) as u8;
+                }
+                let client = Client {
+                    peer: *rng.pick(&[local, remote]),
+                    transport: DnsTransport::Udp,
+                    started: Instant::now(),
+                    time: Utc::now(),
+                };
+                total += 1;
+                if fast_answer(&shared, &bytes, &client, &mut packer) {
+                    fast += 1;
+                    // The general path, asked again, counts the query for the rate
+                    // limit too; with the limit on the fast path never answers.
+                    assert!(!rate_limit || client.peer == local);
+                    let expected = slow(&shared, &bytes, &client);
+                    assert_eq!(
+                        Some(&packer.out),
+                        expected.as_ref(),
+                        "query {bytes:02x?} for {name} type {qtype}"
+                    );
+                }
+            }
+            // Most undamaged DNSBL questions; with the rate limit on, only those from
+            // the exempt client.
+            let share = if rate_limit { 8 } else { 4 };
+            assert!(fast * share > total, "the fast path took {fast} of {total}");
+        }
     }
 }
