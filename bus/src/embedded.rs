@@ -647,7 +647,7 @@ async fn insert_events(
                 ", (?, ?, ?, ?, ?)"
             });
         }
-        sql.push_str(" RETURNING seq, msg_id");
+        sql.push_str(" RETURNING seq");
         let mut query = sqlx::query(&sql);
         for &i in chunk {
             let event = &events[i];
@@ -658,17 +658,20 @@ async fn insert_events(
                 .bind(&event.payload)
                 .bind(at);
         }
-        // The ids of one chunk are distinct (repeats were set aside above), so the
-        // returned id says which row got which sequence.
-        let mut inserted: std::collections::HashMap<String, i64> =
-            std::collections::HashMap::with_capacity(chunk.len());
+        // AUTOINCREMENT gives each row of the statement the next sequence, in the order
+        // of its VALUES; RETURNING's own order is unspecified, so the sequences are
+        // sorted back into that order instead of matched by id.
+        let mut inserted: Vec<i64> = Vec::with_capacity(chunk.len());
         for row in query.fetch_all(&mut *conn).await? {
-            inserted.insert(row.try_get("msg_id")?, row.try_get("seq")?);
+            inserted.push(row.try_get(0)?);
         }
-        for &i in chunk {
-            let seq = *inserted
-                .get(&events[i].id)
-                .ok_or_else(|| sqlx::Error::Protocol("an insert returned no sequence".into()))?;
+        if inserted.len() != chunk.len() {
+            return Err(sqlx::Error::Protocol(
+                "an insert returned fewer sequences than rows".into(),
+            ));
+        }
+        inserted.sort_unstable();
+        for (&i, &seq) in chunk.iter().zip(&inserted) {
             seqs[i] = Some(seq);
             recent.stored(hashes[i], seq, at);
         }

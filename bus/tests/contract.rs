@@ -297,6 +297,11 @@ async fn publish_batch_acks_in_order_and_dedups(b: Backend) {
         .collect();
     assert_eq!(payloads, expected);
     assert_eq!(all[1].sequence, fresh[0]);
+    // Each ack names the sequence its own event was stored at.
+    for (event, ack) in batch.iter().zip(&acks).filter(|(_, a)| !a.duplicate) {
+        let stored = all.iter().find(|e| e.sequence == ack.sequence).unwrap();
+        assert_eq!(stored.id, event.id);
+    }
 }
 
 /// Many publishes at once (which the embedded log writes as one multi-row insert), with
