@@ -22,6 +22,7 @@ pub mod antivirus;
 pub mod auth;
 pub mod classifier;
 pub mod metrics;
+pub mod mime;
 pub mod pipeline;
 pub mod rbl;
 pub mod rules;

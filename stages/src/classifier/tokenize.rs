@@ -63,7 +63,7 @@ pub fn tokenize(raw: &[u8]) -> Tokens {
     let raw = strip_mbox_from(raw);
     let raw = &raw[..raw.len().min(MAX_RAW_BYTES)];
     let mut out = Collector::default();
-    match MessageParser::new().parse(raw) {
+    match crate::mime::parse(&MessageParser::new(), raw) {
         Some(message) => {
             header_tokens(&message, &mut out);
             body_tokens(&message, &mut out);

@@ -28,7 +28,7 @@ pub(crate) fn body_targets(raw: &[u8], max: usize) -> Vec<Target> {
         return found.into_targets();
     }
     let parser = MessageParser::new().with_mime_headers();
-    match parser.parse(raw) {
+    match crate::mime::parse(&parser, raw) {
         Some(message) => scan_message(&message, &mut found),
         // Nothing MIME-like at all: still look at the bytes as text.
         None => scan_text(&String::from_utf8_lossy(raw), &mut found),

@@ -96,7 +96,7 @@ impl View {
         let parser = MessageParser::new()
             .with_mime_headers()
             .default_header_text();
-        let Some(message) = parser.parse(raw) else {
+        let Some(message) = crate::mime::parse(&parser, raw) else {
             // Nothing MIME-like: the bytes are the body.
             let text = view.full.clone();
             view.body_lines = paragraphs(&text, BODY_PART_SCAN);

@@ -56,7 +56,7 @@
 
 mod eval;
 mod expr;
-mod message;
+pub(crate) mod message;
 mod parse;
 mod perlre;
 mod prefilter;
