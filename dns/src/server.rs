@@ -1109,14 +1109,7 @@ async fn udp_worker(
                         }
                     }
                     Step::Upstream(pending) => {
-                        let shared = shared.clone();
-                        let socket = socket.clone();
-                        tokio::spawn(async move {
-                            let reply = resolve(&shared, pending).await;
-                            if let Some(bytes) = finish(&shared, reply, &client) {
-                                send(&socket, &bytes, peer).await;
-                            }
-                        });
+                        answer_from_upstream(&shared, &socket, pending, client, peer)
                     }
                 }
             }
@@ -1170,14 +1163,7 @@ async fn udp_worker(
                 }
             }
             Step::Upstream(pending) => {
-                let shared = shared.clone();
-                let socket = socket.clone();
-                tokio::spawn(async move {
-                    let reply = resolve(&shared, pending).await;
-                    if let Some(bytes) = finish(&shared, reply, &client) {
-                        send(&socket, &bytes, peer).await;
-                    }
-                });
+                answer_from_upstream(&shared, &socket, pending, client, peer)
             }
         }
     }
@@ -1192,6 +1178,25 @@ fn reuseport_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
+}
+
+/// Resolves a query that needs an upstream in a task of its own, and answers it over
+/// UDP when the upstream has: the receive loop goes on meanwhile.
+fn answer_from_upstream(
+    shared: &Arc<Shared>,
+    socket: &Arc<UdpSocket>,
+    pending: Pending,
+    client: Client,
+    peer: SocketAddr,
+) {
+    let shared = shared.clone();
+    let socket = socket.clone();
+    tokio::spawn(async move {
+        let reply = resolve(&shared, pending).await;
+        if let Some(bytes) = finish(&shared, reply, &client) {
+            send(&socket, &bytes, peer).await;
+        }
+    });
 }
 
 async fn send(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
