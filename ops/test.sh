@@ -57,9 +57,16 @@ deb_installed() {
 }
 
 missing_debs=()
-for pkg in mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns; do
+# gcc and libc6-dev: the C parts of the build (ring, the bundled SQLite, mimalloc).
+for pkg in gcc libc6-dev mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns; do
     deb_installed "$pkg" || missing_debs+=("$pkg")
 done
+# pip, when the python3 on PATH has none (Debian's own python3 ships without it).
+if ! command -v python3 >/dev/null; then
+    missing_debs+=(python3 python3-pip)
+elif ! python3 -m pip --version >/dev/null 2>&1; then
+    missing_debs+=(python3-pip)
+fi
 if ((${#missing_debs[@]} > 0)); then
     log "installing Debian packages: ${missing_debs[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -68,9 +75,11 @@ if ((${#missing_debs[@]} > 0)); then
 fi
 
 command -v python3 >/dev/null || die "python3 is missing"
+command -v cargo >/dev/null || die "cargo is missing: install Rust 1.95 with rustup (https://rustup.rs)"
 pip_install() {
     log "installing from PyPI: $*"
-    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$@"
+    # Debian's python3 is "externally managed" (PEP 668); these test-only tools go beside it.
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$@"
 }
 
 python3 -c 'import pytest' 2>/dev/null || pip_install pytest

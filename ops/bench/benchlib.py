@@ -117,3 +117,11 @@ class PampaProcess:
             if all(f'{k}="{v}"' in head for k, v in labels.items()):
                 total += float(value)
         return total
+
+
+def version(cmd: list[str]) -> str:
+    """What a command prints of its version (for the results' record), or "" if it is missing."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""

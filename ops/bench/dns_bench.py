@@ -45,7 +45,7 @@ import urllib.request
 from pathlib import Path
 
 from benchlib import free_udp_tcp_port as free_port
-from benchlib import PampaProcess, log, wait_for
+from benchlib import PampaProcess, log, version, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PAMPA = REPO / "target/release/pampa"
@@ -488,13 +488,6 @@ def run_scenario(servers: list[Server], qfile: Path, cfg: dict, scenario: str, r
     finally:
         for server in servers:
             server.stop()
-
-
-def version(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchlib import PampaProcess, free_port, log, wait_for
+from benchlib import PampaProcess, free_port, log, version, wait_for
 from benchlib import free_udp_tcp_port as free_udp_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -508,13 +508,6 @@ def start_nats(work: Path, sync: str) -> tuple[subprocess.Popen, str]:
 
     wait_for(up, 30, "nats-server")
     return proc, f"nats://{LOCALHOST}:{port}"
-
-
-def version(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
 
 
 def main() -> None:
