@@ -602,6 +602,16 @@ fn insert_chunks(mut n: usize) -> impl Iterator<Item = usize> {
     })
 }
 
+/// What becomes of one event of a run of publishes.
+enum Fate {
+    /// Inserted now, at this sequence (once the insert has run).
+    New(Option<i64>),
+    /// Already stored within the duplicate window, at this sequence.
+    Stored(i64),
+    /// The same id as the `n`th event of this run.
+    SameAs(usize),
+}
+
 /// Inserts the pending publishes (emptying `publishes`) and queues their replies, in
 /// order. An id already in the duplicate window is a duplicate: its ack names the stored
 /// sequence, and nothing is inserted.
@@ -614,23 +624,24 @@ async fn insert_events(
     let Publishes { events, waiting } = std::mem::take(publishes);
     // Which events are new, and which repeat an id of the window or of this run.
     let hashes: Vec<u64> = events.iter().map(|e| hash_id(&e.id)).collect();
-    let mut seqs: Vec<Option<i64>> = vec![None; events.len()];
-    let mut duplicate_of: Vec<Option<usize>> = vec![None; events.len()];
+    let mut fates = Vec::with_capacity(events.len());
     let mut fresh = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
-        match recent.get(hashes[i]) {
-            Some(Slot::Pending(j)) if events[j].id == event.id => duplicate_of[i] = Some(j),
+        let fate = match recent.get(hashes[i]) {
+            Some(Slot::Pending(j)) if events[j].id == event.id => Fate::SameAs(j),
             Some(Slot::Stored(seq))
                 if stored_id(conn, seq).await?.as_deref() == Some(&event.id) =>
             {
-                seqs[i] = Some(seq)
+                Fate::Stored(seq)
             }
             // Not in the window, or another id with the same hash: a new event.
             _ => {
                 recent.reserve(hashes[i], i);
                 fresh.push(i);
+                Fate::New(None)
             }
-        }
+        };
+        fates.push(fate);
     }
     let at = now_ms();
     let mut at_row = 0;
@@ -672,19 +683,25 @@ async fn insert_events(
         }
         inserted.sort_unstable();
         for (&i, &seq) in chunk.iter().zip(&inserted) {
-            seqs[i] = Some(seq);
+            fates[i] = Fate::New(Some(seq));
             recent.stored(hashes[i], seq, at);
         }
     }
     let mut acks = Vec::with_capacity(events.len());
-    for i in 0..events.len() {
-        let (seq, duplicate) = match duplicate_of[i] {
-            Some(j) => (seqs[j], true),
-            None => (seqs[i], fresh.binary_search(&i).is_err()),
+    for fate in &fates {
+        let (sequence, duplicate) = match *fate {
+            Fate::New(Some(seq)) => (seq, false),
+            Fate::Stored(seq) => (seq, true),
+            Fate::SameAs(j) => match fates[j] {
+                Fate::New(Some(seq)) => (seq, true),
+                _ => return Err(sqlx::Error::Protocol("a publish produced no ack".into())),
+            },
+            Fate::New(None) => {
+                return Err(sqlx::Error::Protocol("a publish produced no ack".into()))
+            }
         };
-        let seq = seq.ok_or_else(|| sqlx::Error::Protocol("a publish produced no ack".into()))?;
         acks.push(PublishAck {
-            sequence: seq as u64,
+            sequence: sequence as u64,
             duplicate,
         });
     }
