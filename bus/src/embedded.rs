@@ -2,9 +2,10 @@
 //!
 //! It keeps JetStream's promises on one machine:
 //! - **durable publish**: a publish is answered only after its transaction commits with
-//!   `synchronous=FULL` in WAL mode, which fsyncs the WAL. One writer task batches the
-//!   commands that arrive together into one transaction (group commit), so concurrent
-//!   SMTP sessions share an fsync instead of queueing for one each;
+//!   and its WAL is fsynced. One writer task batches the commands that arrive together
+//!   into one transaction (group commit), so concurrent SMTP sessions share an fsync
+//!   instead of queueing for one each; in the server, the fsync runs on a thread of its
+//!   own while the next group is written (see [`syncer`]);
 //! - **deduplication**: a second publish of an id within [`crate::DUPLICATE_WINDOW`] is a
 //!   duplicate, as on JetStream (the window is kept in memory: see [`recent`]);
 //! - **durable consumers**: a cursor per consumer, plus a `pending` row per handed-out
@@ -39,8 +40,10 @@ use crate::{
 const REPLAY_PAGE: usize = 1000;
 
 mod recent;
+mod syncer;
 
 use recent::{hash_id, RecentIds, Slot};
+use syncer::{Committed, Syncer};
 
 /// The events table. There is deliberately no index on `msg_id`: see [`recent`].
 const EVENTS_TABLE: &str = r#"
@@ -195,11 +198,17 @@ impl EmbeddedLog {
         let dir = data_dir.join("log");
         tokio::fs::create_dir_all(&dir).await?;
         let path = dir.join("events.db");
+        // The server fsyncs the WAL itself, off the writer (see [`syncer`]); a CLI tool
+        // publishes rarely and lets each commit fsync.
+        let synchronous = match mode {
+            Mode::Server => SqliteSynchronous::Normal,
+            Mode::Tool => SqliteSynchronous::Full,
+        };
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(10));
         let mut writer = SqliteConnection::connect_with(&options).await?;
         sqlx::raw_sql(EVENTS_TABLE).execute(&mut writer).await?;
@@ -223,10 +232,21 @@ impl EmbeddedLog {
         // The server reads the duplicate window now, before it serves, so the first
         // publish does not wait for it; a CLI tool only if it publishes (most only read).
         let mut recent = RecentIds::default();
+        let mut syncer = None;
         if mode == Mode::Server {
             refresh_recent(&mut writer, &mut recent).await?;
+            // The WAL exists from the first write above, and stays while the writer's
+            // connection is open (SQLite removes it only when the last one closes).
+            let wal = std::fs::File::open(dir.join("events.db-wal"))?;
+            syncer = Some(Syncer::start(wal, Arc::downgrade(&inner))?);
         }
-        tokio::spawn(write_loop(writer, receiver, Arc::downgrade(&inner), recent));
+        tokio::spawn(write_loop(
+            writer,
+            receiver,
+            Arc::downgrade(&inner),
+            recent,
+            syncer,
+        ));
         let log = EmbeddedLog { inner };
         if mode == Mode::Server {
             log.spawn_retention(config.max_age);
@@ -475,6 +495,9 @@ enum Reply {
 }
 
 impl Reply {
+    fn is_publish(&self) -> bool {
+        matches!(self, Reply::Publish(..) | Reply::PublishBatch(..))
+    }
     fn send_ok(self) {
         // A caller that went away no longer needs its answer.
         let _ = match self {
@@ -497,16 +520,41 @@ impl Reply {
     }
 }
 
+impl Command {
+    /// Answers the command with an error, unexecuted.
+    fn fail(self, error: &str) {
+        let err = || BusError::Unavailable(error.to_owned());
+        // A caller that went away no longer needs its answer.
+        let _ = match self {
+            Command::Publish(_, tx) => tx.send(Err(err())).is_ok(),
+            Command::PublishBatch(_, tx) => tx.send(Err(err())).is_ok(),
+            Command::Register(_, tx) => tx.send(Err(err())).is_ok(),
+            Command::Fetch(_, _, tx) => tx.send(Err(err())).is_ok(),
+            Command::Settle(_, _, _, tx) => tx.send(Err(err())).is_ok(),
+            Command::Purge(_, tx) => tx.send(Err(err())).is_ok(),
+        };
+    }
+}
+
+/// The single writer: folds queued commands into one transaction each. Without a
+/// `syncer` (a CLI tool) every commit fsyncs; with one (the server) commits do not, and
+/// publish replies wait for the syncer's next fsync instead.
 async fn write_loop(
     mut conn: SqliteConnection,
     mut commands: mpsc::Receiver<Command>,
     inner: std::sync::Weak<Inner>,
     mut recent: RecentIds,
+    syncer: Option<Arc<Syncer>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if let Some(failure) = syncer.as_ref().and_then(|s| s.failure()) {
+            batch.drain(..).for_each(|c| c.fail(&failure));
+            continue;
+        }
         let mut replies = Vec::with_capacity(batch.len());
-        let mut published = false;
+        // The lowest sequence this transaction inserted.
+        let mut first_new = None;
         let publishes_queued = batch
             .iter()
             .any(|c| matches!(c, Command::Publish(..) | Command::PublishBatch(..)));
@@ -526,29 +574,59 @@ async fn write_loop(
             for command in batch.drain(..) {
                 match command {
                     Command::Publish(event, reply) => {
-                        published = true;
                         publishes.events.push(event);
                         publishes.waiting.push(Waiting::One(reply));
                     }
                     Command::PublishBatch(events, reply) => {
-                        published |= !events.is_empty();
                         let n = events.len();
                         publishes.events.extend(events);
                         publishes.waiting.push(Waiting::Many(reply, n));
                     }
                     other => {
-                        insert_events(&mut tx, &mut publishes, &mut replies, &mut recent).await?;
-                        replies.push(execute(&mut tx, other).await?);
+                        insert_events(&mut tx, &mut publishes, &mut replies, &mut recent)
+                            .await?
+                            .map(|seq| first_new.get_or_insert(seq));
+                        // Consumers see only what is on disk: not this transaction's
+                        // inserts, nor commits still waiting for their fsync.
+                        let synced = syncer.as_ref().map_or(i64::MAX, |s| s.visible_below());
+                        let visible_below = first_new.map_or(synced, |seq| seq.min(synced));
+                        replies.push(execute(&mut tx, other, visible_below).await?);
                     }
                 }
             }
-            insert_events(&mut tx, &mut publishes, &mut replies, &mut recent).await?;
+            if let Some(seq) =
+                insert_events(&mut tx, &mut publishes, &mut replies, &mut recent).await?
+            {
+                first_new.get_or_insert(seq);
+            }
             tx.commit().await
         }
         .await;
-        // Answers go out only after the commit, so an acknowledged publish is on disk.
         match result {
-            Ok(()) => replies.into_iter().for_each(Reply::send_ok),
+            Ok(()) => match &syncer {
+                // Publish answers wait for the fsync; the others may go now (a lost
+                // ack or fetch only means a redelivery, which consumers expect).
+                Some(syncer) => {
+                    let (publishes, others): (Vec<Reply>, Vec<Reply>) =
+                        replies.into_iter().partition(Reply::is_publish);
+                    others.into_iter().for_each(Reply::send_ok);
+                    if !publishes.is_empty() || first_new.is_some() {
+                        syncer.committed(Committed {
+                            first_seq: first_new,
+                            replies: publishes,
+                        });
+                    }
+                }
+                // The commit fsynced: an acknowledged publish is on disk.
+                None => {
+                    replies.into_iter().for_each(Reply::send_ok);
+                    if first_new.is_some() {
+                        if let Some(inner) = inner.upgrade() {
+                            inner.published.notify_waiters();
+                        }
+                    }
+                }
+            },
             Err(error) => {
                 // The window may hold ids of the rolled-back inserts: read it again.
                 recent.reset();
@@ -559,11 +637,9 @@ async fn write_loop(
                 batch.clear();
             }
         }
-        if published {
-            if let Some(inner) = inner.upgrade() {
-                inner.published.notify_waiters();
-            }
-        }
+    }
+    if let Some(syncer) = syncer {
+        syncer.close();
     }
 }
 
@@ -613,14 +689,14 @@ enum Fate {
 }
 
 /// Inserts the pending publishes (emptying `publishes`) and queues their replies, in
-/// order. An id already in the duplicate window is a duplicate: its ack names the stored
-/// sequence, and nothing is inserted.
+/// order; returns the lowest sequence inserted. An id already in the duplicate window is
+/// a duplicate: its ack names the stored sequence, and nothing is inserted.
 async fn insert_events(
     conn: &mut SqliteConnection,
     publishes: &mut Publishes,
     replies: &mut Vec<Reply>,
     recent: &mut RecentIds,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<i64>, sqlx::Error> {
     let Publishes { events, waiting } = std::mem::take(publishes);
     // Which events are new, and which repeat an id of the window or of this run.
     let hashes: Vec<u64> = events.iter().map(|e| hash_id(&e.id)).collect();
@@ -688,6 +764,7 @@ async fn insert_events(
         }
     }
     let mut acks = Vec::with_capacity(events.len());
+    let mut first_new = None;
     for fate in &fates {
         let (sequence, duplicate) = match *fate {
             Fate::New(Some(seq)) => (seq, false),
@@ -700,6 +777,9 @@ async fn insert_events(
                 return Err(sqlx::Error::Protocol("a publish produced no ack".into()))
             }
         };
+        if !duplicate {
+            first_new = Some(first_new.map_or(sequence, |first: i64| first.min(sequence)));
+        }
         acks.push(PublishAck {
             sequence: sequence as u64,
             duplicate,
@@ -721,7 +801,7 @@ async fn insert_events(
             }
         }
     }
-    Ok(())
+    Ok(first_new)
 }
 
 /// The id stored at `seq`, to confirm a hit in the duplicate window.
@@ -825,7 +905,13 @@ async fn drop_unique_ids(conn: &mut SqliteConnection) -> Result<(), sqlx::Error>
     tx.commit().await
 }
 
-async fn execute(conn: &mut SqliteConnection, command: Command) -> Result<Reply, sqlx::Error> {
+/// Runs one command that is not a publish. A fetch hands out events below
+/// `visible_below` only.
+async fn execute(
+    conn: &mut SqliteConnection,
+    command: Command,
+    visible_below: i64,
+) -> Result<Reply, sqlx::Error> {
     match command {
         // The writer routes every publish through `insert_events`, which needs the
         // duplicate window; none reaches here.
@@ -844,7 +930,7 @@ async fn execute(conn: &mut SqliteConnection, command: Command) -> Result<Reply,
             Ok(Reply::Unit(reply))
         }
         Command::Fetch(spec, max, reply) => {
-            let batch = fetch(conn, &spec, max).await?;
+            let batch = fetch(conn, &spec, max, visible_below).await?;
             Ok(Reply::Fetch(reply, batch))
         }
         Command::Settle(consumer, seq, how, reply) => {
@@ -871,11 +957,13 @@ async fn execute(conn: &mut SqliteConnection, command: Command) -> Result<Reply,
     }
 }
 
-/// Hands out redeliveries that are due first, then new events past the cursor.
+/// Hands out redeliveries that are due first, then new events past the cursor and below
+/// `visible_below` (the cursor stops there, so they come in a later fetch).
 async fn fetch(
     conn: &mut SqliteConnection,
     spec: &ConsumerSpec,
     max: usize,
+    visible_below: i64,
 ) -> Result<Vec<(StoredEvent, u32)>, sqlx::Error> {
     let now = now_ms();
     let invisible_until = now.saturating_add(ms(spec.ack_wait));
@@ -912,10 +1000,11 @@ async fn fetch(
     let (clause, param) = filter_sql(&spec.filter);
     let sql = format!(
         "SELECT seq, msg_id, subject, headers, payload, published_at FROM events \
-         WHERE seq > ? AND {clause} ORDER BY seq LIMIT ?"
+         WHERE seq > ? AND seq < ? AND {clause} ORDER BY seq LIMIT ?"
     );
     let rows = sqlx::query(&sql)
         .bind(cursor)
+        .bind(visible_below)
         .bind(param)
         .bind(room as i64)
         .fetch_all(&mut *conn)

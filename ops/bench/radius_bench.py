@@ -475,8 +475,8 @@ def count_acct_events(pampa: Pampa, expected: int) -> int:
 GUARANTEE = {
     "freeradius": "answered once the record is written to the detail file (write(2), no fsync): "
                   "survives a crash of radiusd, not a power loss",
-    "pampa-embedded": "answered once the SQLite transaction holding the event is committed with "
-                      "synchronous=FULL (fsync of the WAL): survives a power loss",
+    "pampa-embedded": "answered once the SQLite transaction holding the event is committed and an "
+                      "fdatasync of the WAL begun after that commit returned: survives a power loss",
     "pampa-js-always": "answered once JetStream acks the publish; nats-server with sync_interval: always "
                        "fsyncs before the ack: survives a power loss",
     "pampa-js-default": "answered once JetStream acks the publish; nats-server's default sync_interval "
