@@ -1,12 +1,14 @@
 //! `pampa events SUBJECT [--since AGE] [--json]`: the raw events of one subject, decoded,
 //! for operators and scripts (what `nats stream view` shows, but readable, and the same on
-//! the embedded log).
+//! the embedded log). A `dns.query` or `access.auth` event holds a batch of records: it
+//! is shown as one entry per query or decision, each with its event's envelope.
 
 use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::Args;
 use futures::StreamExt;
-use pampa_bus::EventLog;
+use pampa_bus::{EventLog, StoredEvent};
+use pampa_schemas::{decode_auths, decode_queries, AccessAuths, DnsQueries, Envelope, Event};
 use serde_json::{json, Value};
 
 use crate::{config::Config, replay::parse_time, table};
@@ -27,6 +29,40 @@ pub struct EventsArgs {
     json: bool,
 }
 
+/// An event as JSON: one value, or, for a batch event (`dns.query`, `access.auth`), one
+/// per record, each with the batch's envelope.
+fn entries(event: &StoredEvent) -> Result<Vec<Value>> {
+    let context = || format!("cannot decode event {}", event.id);
+    if event.subject == DnsQueries::EVENT_TYPE {
+        let batch = decode_queries(&event.payload).with_context(context)?;
+        return per_record(batch, |queries| queries.iter().collect());
+    }
+    if event.subject == AccessAuths::EVENT_TYPE {
+        let batch = decode_auths(&event.payload).with_context(context)?;
+        return per_record(batch, |auths| auths.decisions);
+    }
+    // Named encoding writes maps with field names, so any event reads as JSON.
+    Ok(vec![
+        rmp_serde::from_slice(&event.payload).with_context(context)?
+    ])
+}
+
+/// One JSON value per record of a batch event: the envelope, with the record as payload.
+fn per_record<B, R: serde::Serialize>(
+    batch: Envelope<B>,
+    records: impl FnOnce(B) -> Vec<R>,
+) -> Result<Vec<Value>> {
+    let (head, payload) = batch.split();
+    let mut head = serde_json::to_value(head)?;
+    records(payload)
+        .into_iter()
+        .map(|record| {
+            head["payload"] = serde_json::to_value(record)?;
+            Ok(head.clone())
+        })
+        .collect()
+}
+
 /// Prints the events of a subject.
 pub async fn events(config: &Config, args: &EventsArgs) -> Result<()> {
     let since = match &args.since {
@@ -40,15 +76,15 @@ pub async fn events(config: &Config, args: &EventsArgs) -> Result<()> {
     let mut out = Vec::new();
     while let Some(event) = stream.next().await {
         let event = event?;
-        // Named encoding writes maps with field names, so any event reads as JSON.
-        let mut value: Value = rmp_serde::from_slice(&event.payload)
-            .with_context(|| format!("cannot decode event {}", event.id))?;
-        if let Some(map) = value.as_object_mut() {
-            map.insert("subject".into(), json!(event.subject));
-            map.insert("published_at".into(), json!(event.published_at));
+        for mut value in entries(&event)? {
+            if let Some(map) = value.as_object_mut() {
+                map.insert("subject".into(), json!(event.subject));
+                map.insert("published_at".into(), json!(event.published_at));
+            }
+            out.push(value);
         }
-        out.push(value);
         if out.len() >= args.limit {
+            out.truncate(args.limit);
             break;
         }
     }

@@ -19,7 +19,7 @@ use pampa_dns::{
     Dns, DnsConfig, DnsError, DnsHandle, DnsblConfig, DnsblFormat, RateLimitConfig, ReloadOutcome,
     ZoneConfig,
 };
-use pampa_schemas::{decode, DnsQuery, DnsTransport, ZoneKind};
+use pampa_schemas::{decode_queries, DnsQuery, DnsTransport, ZoneKind};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
@@ -615,7 +615,10 @@ async fn wait_events(log: &EventLog, n: usize) -> Vec<DnsQuery> {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| decode::<DnsQuery>(&e.payload).unwrap().payload)
+            .flat_map(|e| {
+                let batch = decode_queries(&e.payload).unwrap().payload;
+                batch.iter().collect::<Vec<_>>()
+            })
             .collect();
         if events.len() >= n {
             // Publishes run concurrently: order by arrival.

@@ -35,7 +35,6 @@ import resource
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import struct
 import subprocess
@@ -352,12 +351,15 @@ class Pampa(PampaProcess, Server):
         self._wait_answers(probe, qtype)
 
     def events_stored(self) -> int:
-        """`dns.query` events in the embedded log (read after the server stopped)."""
-        db = self.dir / "data" / "log" / "events.db"
-        if not db.exists():
+        """Queries stored in the embedded log's `dns.query` events (each event holds a batch;
+        read after the server stopped), as `pampa dns top` counts them."""
+        if not (self.dir / "data" / "log" / "events.db").exists():
             return 0
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-            return c.execute("SELECT count(*) FROM events WHERE subject = 'dns.query'").fetchone()[0]
+        cp = subprocess.run([str(PAMPA), "--config", str(self.config), "dns", "top", "--since", "36500d",
+                             "--json"], capture_output=True, text=True, timeout=600)
+        if cp.returncode != 0:
+            raise SystemExit(f"pampa dns top failed:\n{cp.stdout}{cp.stderr}")
+        return int(json.loads(cp.stdout)["queries"])
 
 
 # ------------------------------------------------------------------ measuring --
@@ -472,7 +474,7 @@ def pampa_stop_and_count(p: Pampa, row: dict) -> None:
     p.stop()
     row["events_stored"] = p.events_stored()
     log(f"{row['scenario']}/{p.name}: {row['pampa_queries_total']} queries answered (warm-up and probes "
-        f"included), {row['events_stored']} dns.query events stored, dropped {row['query_log_dropped']}")
+        f"included), {row['events_stored']} queries stored in dns.query events, dropped {row['query_log_dropped']}")
 
 
 def run_scenario(servers: list[Server], qfile: Path, cfg: dict, scenario: str, results: list,

@@ -362,5 +362,6 @@ pub(crate) fn audit_event(
         method: decision.method.name().to_owned(),
         result: decision.result,
         reason: decision.reason.clone().into_owned(),
+        time: Some(chrono::Utc::now()),
     }
 }

@@ -22,7 +22,7 @@ use pampa_radius::{
     packet::{attr, Code, Packet, PacketWriter},
     NasClient, Radius, RadiusConfig, RadiusDirectory, RadiusProfile, RadiusUser,
 };
-use pampa_schemas::{decode, AccessAcct, AccessAuth, AcctStatus, AuthResult};
+use pampa_schemas::{decode, decode_auths, AccessAcct, AccessAuth, AcctStatus, AuthResult};
 use tokio::{net::UdpSocket, sync::watch, task::JoinHandle};
 
 const SECRET: &[u8] = b"testing123";
@@ -181,19 +181,23 @@ impl Server {
             .collect()
     }
 
-    /// Waits until `n` audit events are stored (they are published off the request path).
+    /// Waits until `n` audited decisions are stored (they are published off the request
+    /// path, many to an `access.auth` event).
     async fn wait_audit(&self, n: usize) -> Vec<AccessAuth> {
         for _ in 0..500 {
-            let events = self.events("access.auth").await;
-            if events.len() >= n {
-                return events
-                    .iter()
-                    .map(|e| decode::<AccessAuth>(&e.payload).unwrap().payload)
-                    .collect();
+            let decisions: Vec<AccessAuth> = self
+                .events("access.auth")
+                .await
+                .iter()
+                .flat_map(|e| decode_auths(&e.payload).unwrap().payload.decisions)
+                .collect();
+            if decisions.len() >= n {
+                assert!(decisions.iter().all(|d| d.time.is_some()), "{decisions:?}");
+                return decisions;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("fewer than {n} access.auth events");
+        panic!("fewer than {n} audited decisions");
     }
 }
 

@@ -1,9 +1,16 @@
 //! Payloads of the access network: RADIUS authentication decisions and accounting.
+//!
+//! Since schema version 2 an `access.auth` event carries a batch of decisions
+//! ([`AccessAuths`]), as `dns.query` carries a batch of queries: an authentication is a
+//! few microseconds of work, and an event with its own id, envelope, headers and log
+//! row per decision cost more than the decision (a fifth of the server's CPU at full
+//! rate). Accounting stays one event per record: each is acknowledged to its NAS on its
+//! own and feeds the session projection.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::Event;
+use crate::{codec::decode_batch, CodecError, Envelope, Event};
 
 /// How an Access-Request was decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,11 +47,33 @@ pub struct AccessAuth {
     pub result: AuthResult,
     /// Why, in words (`bad password`, `unknown user`, `simultaneous-use limit 1 reached`).
     pub reason: String,
+    /// When the request was decided. Absent in schema version 1, whose one decision per
+    /// event took the envelope's `occurred_at`.
+    #[serde(default)]
+    pub time: Option<DateTime<Utc>>,
 }
 
-impl Event for AccessAuth {
+/// `access.auth` (schema version 2): the decisions made in a short span, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccessAuths {
+    /// One entry per Access-Request decided.
+    pub decisions: Vec<AccessAuth>,
+}
+
+impl Event for AccessAuths {
     const EVENT_TYPE: &'static str = "access.auth";
-    const SCHEMA_VERSION: u16 = 1;
+    const SCHEMA_VERSION: u16 = 2;
+}
+
+/// Decodes an `access.auth` event of either schema: version 2 (a batch) as it is, and
+/// version 1 (one decision per event) as a batch of one, timed by its envelope.
+pub fn decode_auths(bytes: &[u8]) -> Result<Envelope<AccessAuths>, CodecError> {
+    decode_batch(bytes, 2, |mut one: AccessAuth, occurred_at| {
+        one.time.get_or_insert(occurred_at);
+        AccessAuths {
+            decisions: vec![one],
+        }
+    })
 }
 
 /// Acct-Status-Type.

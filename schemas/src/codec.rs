@@ -83,6 +83,24 @@ fn check_head<E: Event>(head: &Envelope<impl Sized>) -> Result<(), CodecError> {
     Ok(())
 }
 
+/// Decodes a batch event `B` whose versions before `first_batch_version` carried one
+/// record `R` each: those read as a batch of one, made by `wrap` (given the envelope's
+/// time), so readers handle one shape. The upcaster of `dns.query` and `access.auth`.
+pub(crate) fn decode_batch<B: Event, R: DeserializeOwned>(
+    bytes: &[u8],
+    first_batch_version: u16,
+    wrap: impl FnOnce(R, chrono::DateTime<chrono::Utc>) -> B,
+) -> Result<Envelope<B>, CodecError> {
+    let head = decode_head(bytes)?;
+    if B::is_event_type(&head.event_type) && head.schema_version < first_batch_version {
+        let (mut head, one) = rmp_serde::from_slice::<Envelope<R>>(bytes)?.split();
+        head.schema_version = B::SCHEMA_VERSION;
+        let batch = wrap(one, head.occurred_at);
+        return Ok(head.wrap(batch));
+    }
+    decode::<B>(bytes)
+}
+
 /// The envelope without its payload: enough for tracing, dead letters and routing.
 /// Serde skips the payload of whatever type it is.
 pub type EnvelopeHead = Envelope<IgnoredAny>;

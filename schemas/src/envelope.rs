@@ -84,6 +84,40 @@ impl<P: Event> Envelope<P> {
     }
 }
 
+impl<P> Envelope<P> {
+    /// The same envelope around `f(payload)`.
+    pub fn map<Q>(self, f: impl FnOnce(P) -> Q) -> Envelope<Q> {
+        Envelope {
+            id: self.id,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            source: self.source,
+            occurred_at: self.occurred_at,
+            payload: f(self.payload),
+        }
+    }
+
+    /// The envelope apart from its payload, and the payload: to put the envelope
+    /// around something else (an upcast payload, one record of a batch).
+    pub fn split(self) -> (Envelope<()>, P) {
+        let mut payload = None;
+        let head = self.map(|p| payload = Some(p));
+        match payload {
+            Some(payload) => (head, payload),
+            None => unreachable!("map calls its function once"),
+        }
+    }
+}
+
+impl Envelope<()> {
+    /// This envelope around `payload`.
+    pub fn wrap<P>(self, payload: P) -> Envelope<P> {
+        self.map(|()| payload)
+    }
+}
+
 /// A fresh, time-ordered id (UUIDv7), so ids sort roughly by arrival.
 pub fn new_id() -> String {
     Uuid::now_v7().to_string()

@@ -7,7 +7,7 @@
 //! # Layout
 //! - [`envelope`]: the [`Envelope`] every event travels in, and deterministic ids.
 //! - [`access`]: the payloads of the access network (`access.auth`, `access.acct`).
-//! - [`dns`]: the payload of the DNS query log (`dns.query`).
+//! - [`dns`]: the payload of the DNS query log (`dns.query`, batches of queries).
 //! - [`analysis`]: tags, spam levels, dispositions and the pure `decide` function.
 //! - [`mail`]: the payloads of the mail pipeline (`mail.received`, `mail.delivered`,
 //!   `mail.feedback`).
@@ -23,13 +23,13 @@ pub mod envelope;
 pub mod mail;
 pub mod subjects;
 
-pub use access::{AccessAcct, AccessAuth, AcctStatus, AuthResult};
+pub use access::{decode_auths, AccessAcct, AccessAuth, AccessAuths, AcctStatus, AuthResult};
 pub use analysis::{
     decide, decode_analysis, disposition, Decision, Disposition, LevelSnapshot, MailAnalysis,
     RecipientAnalysis, Tag, ANALYSIS_EVENT_TYPES, RECOVERED_EVENT_TYPE,
 };
 pub use codec::{decode, decode_head, decode_view, encode, CodecError, EnvelopeHead};
-pub use dns::{DnsQuery, DnsTransport, ZoneKind};
+pub use dns::{decode_queries, DnsQueries, DnsQuery, DnsTransport, ZoneKind};
 pub use envelope::{derive_id, new_id, Envelope, Event};
 pub use mail::{
     BlobRef, ClientInfo, DeliveryOutcome, MailDelivered, MailFeedback, MailReceived,

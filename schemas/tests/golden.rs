@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
 use pampa_schemas::{
-    decode, decode_head, encode, AccessAcct, AccessAuth, AcctStatus, AuthResult, BlobRef,
-    ClientInfo, CodecError, Decision, DeliveryOutcome, Disposition, Envelope, Event, LevelSnapshot,
-    MailAnalysis, MailDelivered, MailFeedback, MailReceived, RecipientDelivery, RecipientLevel,
-    Tag, Verdict,
+    decode, decode_auths, decode_head, encode, AccessAcct, AccessAuth, AccessAuths, AcctStatus,
+    AuthResult, BlobRef, ClientInfo, CodecError, Decision, DeliveryOutcome, Disposition, Envelope,
+    Event, LevelSnapshot, MailAnalysis, MailDelivered, MailFeedback, MailReceived,
+    RecipientDelivery, RecipientLevel, Tag, Verdict,
 };
-use pampa_schemas::{DnsQuery, DnsTransport, ZoneKind};
+use pampa_schemas::{decode_queries, DnsQueries, DnsQuery, DnsTransport, ZoneKind};
 use serde::{Deserialize, Serialize};
 
 fn fixture(name: &str) -> PathBuf {
@@ -168,10 +168,17 @@ fn mail_feedback_v1_decodes() {
 }
 
 fn access_auth() -> Envelope<AccessAuth> {
-    let mut event = Envelope::root(
-        "0193a1b2-0000-7000-8000-0000000000a1".into(),
-        "radius",
-        AccessAuth {
+    // Version 1's payload is no longer an `Event` of its own: built field by field.
+    let id = "0193a1b2-0000-7000-8000-0000000000a1".to_owned();
+    let mut event = Envelope {
+        correlation_id: id.clone(),
+        id,
+        event_type: "access.auth".into(),
+        schema_version: 1,
+        causation_id: None,
+        source: "radius".into(),
+        occurred_at: Utc::now(),
+        payload: AccessAuth {
             user: "alice".into(),
             address: Some("alice@example.org".into()),
             nas_ip: "192.0.2.7".into(),
@@ -181,15 +188,52 @@ fn access_auth() -> Envelope<AccessAuth> {
             method: "pap".into(),
             result: AuthResult::Reject,
             reason: "bad password".into(),
+            time: None,
         },
-    );
+    };
     event.occurred_at = Utc.with_ymd_and_hms(2026, 11, 27, 14, 0, 0).unwrap();
     event
 }
 
+/// Version 1 held one decision per event; it reads as a batch of one, timed by the
+/// envelope.
 #[test]
-fn access_auth_v1_decodes() {
-    check_golden("access.auth.v1.msgpack", access_auth());
+fn access_auth_v1_decodes_as_a_batch_of_one() {
+    let bytes = std::fs::read(fixture("access.auth.v1.msgpack")).unwrap();
+    let v1 = access_auth();
+    let decoded = decode_auths(&bytes).expect("the v1 fixture decodes");
+    assert_eq!(decoded.id, v1.id);
+    assert_eq!(decoded.schema_version, 2);
+    let mut expected = v1.payload;
+    expected.time = Some(v1.occurred_at);
+    assert_eq!(decoded.payload.decisions, vec![expected]);
+}
+
+fn access_auths() -> Envelope<AccessAuths> {
+    let v1 = access_auth();
+    let mut first = v1.payload.clone();
+    first.time = Some(v1.occurred_at);
+    let mut second = first.clone();
+    second.result = AuthResult::Accept;
+    second.reason = "password ok".into();
+    second.method = "chap".into();
+    second.time = Some(v1.occurred_at + chrono::Duration::milliseconds(3));
+    let mut event = Envelope::root(
+        v1.id.clone(),
+        "radius",
+        AccessAuths {
+            decisions: vec![first, second],
+        },
+    );
+    event.occurred_at = v1.occurred_at;
+    event
+}
+
+#[test]
+fn access_auth_v2_decodes() {
+    check_golden("access.auth.v2.msgpack", access_auths());
+    let bytes = std::fs::read(fixture("access.auth.v2.msgpack")).unwrap();
+    assert_eq!(decode_auths(&bytes).unwrap(), access_auths());
 }
 
 fn access_acct() -> Envelope<AccessAcct> {
@@ -226,10 +270,17 @@ fn access_acct_v1_decodes() {
 
 fn dns_query() -> Envelope<DnsQuery> {
     let at = Utc.with_ymd_and_hms(2026, 11, 27, 14, 0, 0).unwrap();
-    let mut event = Envelope::root(
-        "0193a1b2-0000-7000-8000-0000000000d1".into(),
-        "dns",
-        DnsQuery {
+    // Version 1's payload is no longer an `Event` of its own: built field by field.
+    let id = "0193a1b2-0000-7000-8000-0000000000d1".to_owned();
+    let mut event = Envelope {
+        correlation_id: id.clone(),
+        id,
+        event_type: "dns.query".into(),
+        schema_version: 1,
+        causation_id: None,
+        source: "dns".into(),
+        occurred_at: at,
+        payload: DnsQuery {
             time: at,
             client_ip: "10.1.2.3".into(),
             client_port: 53124,
@@ -247,14 +298,83 @@ fn dns_query() -> Envelope<DnsQuery> {
             truncated: false,
             rate_limited: false,
         },
-    );
+    };
     event.occurred_at = at;
     event
 }
 
+/// Version 1 held one query per event; it reads as a batch of one.
 #[test]
-fn dns_query_v1_decodes() {
-    check_golden("dns.query.v1.msgpack", dns_query());
+fn dns_query_v1_decodes_as_a_batch_of_one() {
+    let bytes = std::fs::read(fixture("dns.query.v1.msgpack")).unwrap();
+    let v1 = dns_query();
+    let decoded = decode_queries(&bytes).expect("the v1 fixture decodes");
+    assert_eq!(decoded.id, v1.id);
+    assert_eq!(decoded.occurred_at, v1.occurred_at);
+    assert_eq!(decoded.schema_version, 2);
+    assert_eq!(decoded.payload.iter().collect::<Vec<_>>(), vec![v1.payload]);
+}
+
+fn dns_queries() -> Envelope<DnsQueries> {
+    let v1 = dns_query();
+    let mut second = v1.payload.clone();
+    second.qname = "nope.example.net.".into();
+    second.rcode = "NXDOMAIN".into();
+    second.transport = DnsTransport::Tcp;
+    second.zone_kind = ZoneKind::Authoritative;
+    second.zone = None;
+    second.id = None;
+    second.truncated = true;
+    second.time += chrono::Duration::microseconds(1250);
+    let mut event = Envelope::root(
+        v1.id.clone(),
+        "dns",
+        [v1.payload, second].into_iter().collect::<DnsQueries>(),
+    );
+    event.occurred_at = v1.occurred_at;
+    event
+}
+
+#[test]
+fn dns_query_v2_decodes() {
+    check_golden("dns.query.v2.msgpack", dns_queries());
+    let bytes = std::fs::read(fixture("dns.query.v2.msgpack")).unwrap();
+    let batch = decode_queries(&bytes).unwrap().payload;
+    assert_eq!(batch.len(), 2);
+    assert_eq!(batch.get(1).unwrap().qname, "nope.example.net.");
+}
+
+/// A column a newer writer adds is skipped by this reader, and a column this reader
+/// knows but the writer did not write reads as defaults.
+#[test]
+fn dns_query_batches_tolerate_missing_and_unknown_columns() {
+    #[derive(Serialize)]
+    struct Newer {
+        time_us: Vec<i64>,
+        qname: Vec<String>,
+        some_future_column: Vec<u32>,
+    }
+    let event = Envelope {
+        id: "x".into(),
+        event_type: "dns.query".into(),
+        schema_version: 2,
+        correlation_id: "x".into(),
+        causation_id: None,
+        source: "dns".into(),
+        occurred_at: Utc::now(),
+        payload: Newer {
+            time_us: vec![1, 2],
+            qname: vec!["a.".into(), "b.".into()],
+            some_future_column: vec![7, 8],
+        },
+    };
+    let bytes = rmp_serde::to_vec_named(&event).unwrap();
+    let batch = decode_queries(&bytes).unwrap().payload;
+    let queries: Vec<DnsQuery> = batch.iter().collect();
+    assert_eq!(queries.len(), 2);
+    assert_eq!(queries[1].qname, "b.");
+    assert_eq!(queries[1].client_ip, "");
+    assert_eq!(queries[1].zone_kind, ZoneKind::None);
 }
 
 #[test]

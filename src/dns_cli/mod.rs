@@ -17,9 +17,9 @@ use std::{
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use clap::Subcommand;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use pampa_bus::EventLog;
-use pampa_schemas::{decode, DnsQuery};
+use pampa_schemas::{decode_queries, DnsQuery};
 use serde_json::json;
 
 use crate::{config::Config, replay::parse_time, table};
@@ -99,10 +99,14 @@ async fn queries(
         .replay_stream("dns.query", since)
         .map(|event| {
             let event = event?;
-            Ok(decode::<DnsQuery>(&event.payload)
+            let batch = decode_queries(&event.payload)
                 .with_context(|| format!("cannot decode dns.query event {}", event.id))?
-                .payload)
+                .payload;
+            Ok::<_, anyhow::Error>(futures::stream::iter(
+                batch.iter().map(Ok).collect::<Vec<_>>(),
+            ))
         })
+        .try_flatten()
         .boxed())
 }
 
