@@ -436,24 +436,31 @@ def timed(server_pid: int, fn) -> dict:
     return r
 
 
-def bench_server(name: str, pid: int, auth_port: int, acct_port: int, jobs: dict, cfg: dict,
-                 results: list, first_login_row: bool) -> None:
-    """A warm-up pass (every user once), then RUNS auth runs and RUNS accounting runs."""
-    warm = timed(pid, lambda: send(auth_port, jobs["warm"], cfg, timeout=30))
-    log(f"{name}: first login of {cfg['users']} users: {warm['seconds']:.2f} s, "
-        f"{warm['accepted']} accepted, {warm['rejected']} rejected, {warm['lost']} lost")
-    if first_login_row:
-        results.append(summarize(name, "auth_first_login", [warm], cfg["users"]))
-    for kind, port, key, n in (("auth", auth_port, "auth", cfg["auth"]), ("acct", acct_port, "acct", cfg["acct"])):
-        runs = []
+def bench_servers(servers: list[dict], cfg: dict, results: list) -> None:
+    """A warm-up pass (every user once) of each server, then RUNS rounds of auth runs and
+    RUNS rounds of accounting runs, each round running every server once in turn: a
+    machine that slows down for a while slows every server alike, instead of whichever
+    one ran then. A server is a dict of name, pid, auth_port, acct_port, jobs and
+    first_login_row."""
+    for s in servers:
+        warm = timed(s["pid"], lambda: send(s["auth_port"], s["jobs"]["warm"], cfg, timeout=30))
+        log(f"{s['name']}: first login of {cfg['users']} users: {warm['seconds']:.2f} s, "
+            f"{warm['accepted']} accepted, {warm['rejected']} rejected, {warm['lost']} lost")
+        if s["first_login_row"]:
+            results.append(summarize(s["name"], "auth_first_login", [warm], cfg["users"]))
+    for kind, n in (("auth", cfg["auth"]), ("acct", cfg["acct"])):
+        runs: dict[str, list] = {s["name"]: [] for s in servers}
         for i in range(cfg["runs"]):
-            job = jobs[key] if kind == "auth" else jobs[key][i]
-            r = timed(pid, lambda: send(port, job, cfg))
-            log(f"{name}: {kind} run {i + 1}: {n / r['seconds']:,.0f}/s ({r['accepted']} answered, "
-                f"{r['rejected']} rejected, {r['lost']} lost, {r.get('retransmits', 0)} retransmitted; "
-                f"server CPU {r['server_cpu']:.2f} s, {cfg['loadgen']} CPU {r['client_cpu']:.2f} s)")
-            runs.append(r)
-        results.append(summarize(name, kind, runs, n))
+            for s in servers:
+                job = s["jobs"]["auth"] if kind == "auth" else s["jobs"]["acct"][i]
+                port = s["auth_port"] if kind == "auth" else s["acct_port"]
+                r = timed(s["pid"], lambda: send(port, job, cfg))
+                log(f"{s['name']}: {kind} run {i + 1}: {n / r['seconds']:,.0f}/s ({r['accepted']} answered, "
+                    f"{r['rejected']} rejected, {r['lost']} lost, {r.get('retransmits', 0)} retransmitted; "
+                    f"server CPU {r['server_cpu']:.2f} s, {cfg['loadgen']} CPU {r['client_cpu']:.2f} s)")
+                runs[s["name"]].append(r)
+        for s in servers:
+            results.append(summarize(s["name"], kind, runs[s["name"]], n))
 
 
 def add_users(pampa: Pampa, users: int) -> None:
@@ -553,58 +560,71 @@ def main() -> None:
 
         files = {"warm": auth_job("warm", cfg["users"]), "auth": auth_job("run", cfg["auth"])}
 
-        def fresh_acct_files(tag: str) -> None:
-            """Fresh session ids for every run of every server: no record is a retransmission."""
-            files["acct"] = []
+        def jobs_for(tag: str) -> dict:
+            """The server's jobs, with fresh session ids for each of its accounting runs, so
+            no record is a retransmission of another run's."""
+            acct = []
             for i in range(cfg["runs"]):
                 job = {"kind": "acct", "sessions": cfg["sessions"], "tag": f"{tag}{i}"}
                 if radclient_files:
                     job["files"] = acct_files(work, f"{tag}{i}", cfg["users"], cfg["sessions"], cfg["chunk"])
-                files["acct"].append(job)
+                acct.append(job)
+            return {**files, "acct": acct}
+
+        def server(name: str, proc, first_login_row: bool) -> dict:
+            return {"name": name, "pid": proc.proc.pid, "auth_port": proc.auth_port,
+                    "acct_port": proc.acct_port, "jobs": jobs_for(name), "first_login_row": first_login_row}
+
+        def record(name: str, p: Pampa, recorded: float, audit_lost: float, dropped: float) -> None:
+            events = count_acct_events(p, sent)
+            log(f"{name}: {events} access.acct events in the log, {int(recorded)} recorded, {sent} sent; "
+                f"audit decisions lost {int(audit_lost)}, packets dropped {int(dropped)}")
+            durability[name] = {"sent": sent, "stored": events, "recorded_metric": int(recorded),
+                                "audit_lost": int(audit_lost), "dropped": int(dropped),
+                                "guarantee": GUARANTEE.get(name, "answered once JetStream acks the publish")}
+
+        def counters(p: Pampa) -> tuple[float, float, float]:
+            return (p.metric("pampa_radius_requests_total", kind="accounting", result="recorded"),
+                    p.metric("pampa_radius_audit_lost_total"), p.metric("pampa_radius_dropped_total"))
 
         sent = cfg["acct"] * cfg["runs"]
-        fresh_acct_files("fr")
+        # FreeRADIUS and pampa on the embedded log run side by side, in alternating runs;
+        # pampa's JetStream variants follow, each against FreeRADIUS's median. One
+        # directory database for every pampa, so the users are added once.
+        db_url = f"sqlite://{work / 'directory.db'}"
         fr = FreeRadius(work, cfg["users"])
+        p = Pampa(work, "pampa-embedded", db_url, None)
+        add_users(p, cfg["users"])
         fr.start()
         try:
-            bench_server("freeradius", fr.proc.pid, fr.auth_port, fr.acct_port, files, cfg, results, False)
+            p.start()
+            try:
+                bench_servers([server("freeradius", fr, False), server("pampa-embedded", p, True)], cfg, results)
+                embedded_counters = counters(p)
+            finally:
+                p.stop()
         finally:
             fr.stop()
         stored = fr.records()
         log(f"freeradius: {stored} records in the detail files, {sent} sent")
         durability["freeradius"] = {"sent": sent, "stored": stored, "guarantee": GUARANTEE["freeradius"]}
+        record("pampa-embedded", p, *embedded_counters)
 
-        # pampa (`pampa run radius`), on the embedded log, then on JetStream; one
-        # directory database for both, so the users are added once.
-        db_url = f"sqlite://{work / 'directory.db'}"
         backends = ["pampa-embedded"] + [f"pampa-js-{m}" for m in cfg["nats_sync"] if cfg["nats"]]
-        for i, name in enumerate(backends):
-            nats, url = None, None
-            if name.startswith("pampa-js-"):
-                nats, url = start_nats(work / name, name.removeprefix("pampa-js-"))
+        for name in backends[1:]:
+            nats, url = start_nats(work / name, name.removeprefix("pampa-js-"))
             try:
-                fresh_acct_files(name)
                 p = Pampa(work, name, db_url, url)
-                if i == 0:
-                    add_users(p, cfg["users"])
                 p.start()
                 try:
-                    bench_server(name, p.proc.pid, p.auth_port, p.acct_port, files, cfg, results, True)
-                    recorded = p.metric("pampa_radius_requests_total", kind="accounting", result="recorded")
-                    audit_lost = p.metric("pampa_radius_audit_lost_total")
-                    dropped = p.metric("pampa_radius_dropped_total")
+                    bench_servers([server(name, p, True)], cfg, results)
+                    js_counters = counters(p)
                 finally:
                     p.stop()
-                events = count_acct_events(p, sent)
-                log(f"{name}: {events} access.acct events in the log, {int(recorded)} recorded, {sent} sent; "
-                    f"audit events lost {int(audit_lost)}, packets dropped {int(dropped)}")
-                durability[name] = {"sent": sent, "stored": events, "recorded_metric": int(recorded),
-                                    "audit_lost": int(audit_lost), "dropped": int(dropped),
-                                    "guarantee": GUARANTEE.get(name, "answered once JetStream acks the publish")}
+                record(name, p, *js_counters)
             finally:
-                if nats:
-                    nats.terminate()
-                    nats.wait()
+                nats.terminate()
+                nats.wait()
 
     by = {(r["server"], r["kind"]): r for r in results}
     if cfg["loadgen"] == "radclient":
