@@ -4,8 +4,8 @@
 //! - **durable publish**: a publish is answered only after its transaction commits with
 //!   and its WAL is fsynced. One writer task batches the commands that arrive together
 //!   into one transaction (group commit), so concurrent SMTP sessions share an fsync
-//!   instead of queueing for one each; in the server, the fsync runs on a thread of its
-//!   own while the next group is written (see [`syncer`]);
+//!   instead of queueing for one each; the fsync runs on a thread of its own while the
+//!   next group is written (see [`syncer`]);
 //! - **deduplication**: a second publish of an id within [`crate::DUPLICATE_WINDOW`] is a
 //!   duplicate, as on JetStream (the window is kept in memory: see [`recent`]);
 //! - **durable consumers**: a cursor per consumer, plus a `pending` row per handed-out
@@ -43,7 +43,7 @@ mod recent;
 mod syncer;
 
 use recent::{hash_id, RecentIds, Slot};
-use syncer::{Committed, Syncer};
+use syncer::{CloseOnDrop, Committed, Syncer};
 
 /// The events table. There is deliberately no index on `msg_id`: see [`recent`].
 const EVENTS_TABLE: &str = r#"
@@ -198,8 +198,11 @@ impl EmbeddedLog {
         let dir = data_dir.join("log");
         tokio::fs::create_dir_all(&dir).await?;
         let path = dir.join("events.db");
-        // The server fsyncs the WAL itself, off the writer (see [`syncer`]); a CLI tool
-        // publishes rarely and lets each commit fsync.
+        // The server fsyncs the WAL itself, off the writer (see [`syncer`]). A CLI tool
+        // publishes rarely and lets each commit fsync too, so a server that reads its
+        // events right after the commit reads durable ones; its replies still go through
+        // the syncer, for a duplicate ack (no page written, so no fsync in the commit)
+        // may name an event the server has not synced yet.
         let synchronous = match mode {
             Mode::Server => SqliteSynchronous::Normal,
             Mode::Tool => SqliteSynchronous::Full,
@@ -232,21 +235,17 @@ impl EmbeddedLog {
         // The server reads the duplicate window now, before it serves, so the first
         // publish does not wait for it; a CLI tool only if it publishes (most only read).
         let mut recent = RecentIds::default();
-        let mut syncer = None;
         if mode == Mode::Server {
             refresh_recent(&mut writer, &mut recent).await?;
-            // The WAL exists from the first write above, and stays while the writer's
-            // connection is open (SQLite removes it only when the last one closes).
-            let wal = std::fs::File::open(dir.join("events.db-wal"))?;
-            syncer = Some(Syncer::start(wal, Arc::downgrade(&inner))?);
         }
-        tokio::spawn(write_loop(
-            writer,
-            receiver,
-            Arc::downgrade(&inner),
-            recent,
-            syncer,
-        ));
+        // The WAL exists from the first write above, and stays while the writer's
+        // connection is open (SQLite removes it only when the last one closes).
+        let wal = std::fs::File::open(dir.join("events.db-wal"))?;
+        // A process that died between a commit and its fsync may have left events only
+        // in the page cache: make them durable before any consumer sees them.
+        wal.sync_data()?;
+        let syncer = Syncer::start(wal, Arc::downgrade(&inner))?;
+        tokio::spawn(write_loop(writer, receiver, recent, syncer));
         let log = EmbeddedLog { inner };
         if mode == Mode::Server {
             log.spawn_retention(config.max_age);
@@ -536,19 +535,18 @@ impl Command {
     }
 }
 
-/// The single writer: folds queued commands into one transaction each. Without a
-/// `syncer` (a CLI tool) every commit fsyncs; with one (the server) commits do not, and
-/// publish replies wait for the syncer's next fsync instead.
+/// The single writer: folds queued commands into one transaction each. Publish replies
+/// wait for the syncer's next fsync; other replies go out after the commit.
 async fn write_loop(
     mut conn: SqliteConnection,
     mut commands: mpsc::Receiver<Command>,
-    inner: std::sync::Weak<Inner>,
     mut recent: RecentIds,
-    syncer: Option<Arc<Syncer>>,
+    syncer: Arc<Syncer>,
 ) {
+    let _close = CloseOnDrop(syncer.clone());
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if let Some(failure) = syncer.as_ref().and_then(|s| s.failure()) {
+        if let Some(failure) = syncer.failure() {
             batch.drain(..).for_each(|c| c.fail(&failure));
             continue;
         }
@@ -588,7 +586,7 @@ async fn write_loop(
                             .map(|seq| first_new.get_or_insert(seq));
                         // Consumers see only what is on disk: not this transaction's
                         // inserts, nor commits still waiting for their fsync.
-                        let synced = syncer.as_ref().map_or(i64::MAX, |s| s.visible_below());
+                        let synced = syncer.visible_below();
                         let visible_below = first_new.map_or(synced, |seq| seq.min(synced));
                         replies.push(execute(&mut tx, other, visible_below).await?);
                     }
@@ -603,30 +601,19 @@ async fn write_loop(
         }
         .await;
         match result {
-            Ok(()) => match &syncer {
-                // Publish answers wait for the fsync; the others may go now (a lost
-                // ack or fetch only means a redelivery, which consumers expect).
-                Some(syncer) => {
-                    let (publishes, others): (Vec<Reply>, Vec<Reply>) =
-                        replies.into_iter().partition(Reply::is_publish);
-                    others.into_iter().for_each(Reply::send_ok);
-                    if !publishes.is_empty() || first_new.is_some() {
-                        syncer.committed(Committed {
-                            first_seq: first_new,
-                            replies: publishes,
-                        });
-                    }
+            // Publish answers wait for the fsync; the others may go now (a lost ack or
+            // fetch only means a redelivery, which consumers expect).
+            Ok(()) => {
+                let (publishes, others): (Vec<Reply>, Vec<Reply>) =
+                    replies.into_iter().partition(Reply::is_publish);
+                others.into_iter().for_each(Reply::send_ok);
+                if !publishes.is_empty() || first_new.is_some() {
+                    syncer.committed(Committed {
+                        first_seq: first_new,
+                        replies: publishes,
+                    });
                 }
-                // The commit fsynced: an acknowledged publish is on disk.
-                None => {
-                    replies.into_iter().for_each(Reply::send_ok);
-                    if first_new.is_some() {
-                        if let Some(inner) = inner.upgrade() {
-                            inner.published.notify_waiters();
-                        }
-                    }
-                }
-            },
+            }
             Err(error) => {
                 // The window may hold ids of the rolled-back inserts: read it again.
                 recent.reset();
@@ -637,9 +624,6 @@ async fn write_loop(
                 batch.clear();
             }
         }
-    }
-    if let Some(syncer) = syncer {
-        syncer.close();
     }
 }
 

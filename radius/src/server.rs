@@ -396,18 +396,17 @@ async fn housekeeping<D>(
 /// Most decisions in one `access.auth` event (a batch, see `AccessAuths`): a burst of
 /// logins costs one log row per thousand.
 const AUDIT_BATCH: usize = 1024;
-/// Audit batches in flight at once.
-const AUDIT_BATCHES_IN_FLIGHT: usize = 4;
 
 /// Publishes the decisions off the request path: what has queued up since the last
-/// publish goes out as one `access.auth` event.
+/// publish goes out as one `access.auth` event. One publish at a time, so the log holds
+/// the decisions in the order they were made; at 1,024 decisions an event that is
+/// hundreds of thousands a second, and the queue absorbs a publish's wait.
 async fn audit_loop(
     mut rx: mpsc::Receiver<AccessAuth>,
     log: EventLog,
     publish_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(AUDIT_BATCHES_IN_FLIGHT));
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
     loop {
         let next = tokio::select! {
@@ -422,9 +421,6 @@ async fn audit_loop(
                 Err(_) => break,
             }
         }
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
         let decisions = AccessAuths {
             decisions: std::mem::replace(&mut batch, Vec::with_capacity(AUDIT_BATCH)),
         };
@@ -433,29 +429,22 @@ async fn audit_loop(
         if let Some(first) = envelope.payload.decisions[0].time {
             envelope.occurred_at = first;
         }
-        let event = OutgoingEvent::from_envelope(&envelope);
-        let log = log.clone();
-        tokio::spawn(async move {
-            let published = match event {
-                Ok(event) => matches!(
-                    tokio::time::timeout(publish_timeout, log.publish(&event)).await,
-                    Ok(Ok(_))
-                ),
-                Err(_) => false,
-            };
-            if !published {
-                ::metrics::counter!(metrics::AUDIT_LOST_TOTAL, "reason" => "publish_failed")
-                    .increment(n as u64);
-                tracing::warn!(
-                    decisions = n,
-                    "A batch of access.auth audit decisions was not recorded."
-                );
-            }
-            drop(permit);
-        });
+        let published = match OutgoingEvent::from_envelope(&envelope) {
+            Ok(event) => matches!(
+                tokio::time::timeout(publish_timeout, log.publish(&event)).await,
+                Ok(Ok(_))
+            ),
+            Err(_) => false,
+        };
+        if !published {
+            ::metrics::counter!(metrics::AUDIT_LOST_TOTAL, "reason" => "publish_failed")
+                .increment(n as u64);
+            tracing::warn!(
+                decisions = n,
+                "A batch of access.auth audit decisions was not recorded."
+            );
+        }
     }
-    // Wait for the publishes still running.
-    let _ = permits.acquire_many(AUDIT_BATCHES_IN_FLIGHT as u32).await;
 }
 
 async fn recv_loop<D: RadiusDirectory>(

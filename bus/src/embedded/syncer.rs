@@ -41,8 +41,20 @@ struct State {
     syncing_from: Option<i64>,
     /// Why the log is poisoned, after a failed fsync.
     failed: Option<String>,
+    /// The lowest sequence whose fsync failed: hidden from consumers for good.
+    failed_from: Option<i64>,
     /// The writer is gone: answer what is left and stop.
     closed: bool,
+}
+
+/// Closes the syncer when the writer's task ends, however it ends (returned, panicked,
+/// or dropped with its runtime), so the fsync thread answers what is queued and stops.
+pub(super) struct CloseOnDrop(pub(super) Arc<Syncer>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Shared by the writer task and the fsync thread.
@@ -58,7 +70,7 @@ impl Syncer {
         let worker = Arc::clone(&syncer);
         std::thread::Builder::new()
             .name("pampa-log-fsync".into())
-            .spawn(move || worker.run(&wal, &inner))?;
+            .spawn(move || worker.run(|| wal.sync_data(), &inner))?;
         Ok(syncer)
     }
 
@@ -86,10 +98,11 @@ impl Syncer {
     pub(super) fn visible_below(&self) -> i64 {
         let state = self.lock();
         let waiting = state.waiting.iter().find_map(|c| c.first_seq);
-        match (state.syncing_from, waiting) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b).unwrap_or(i64::MAX),
-        }
+        [state.failed_from, state.syncing_from, waiting]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     /// Why the log refuses writes, if a fsync failed.
@@ -103,7 +116,8 @@ impl Syncer {
         self.wake.notify_one();
     }
 
-    fn run(&self, wal: &File, inner: &Weak<Inner>) {
+    /// The fsync loop; `sync` is the WAL's `fdatasync` (a test passes its own).
+    fn run(&self, mut sync: impl FnMut() -> std::io::Result<()>, inner: &Weak<Inner>) {
         loop {
             let batch = {
                 let mut state = self.lock();
@@ -117,15 +131,23 @@ impl Syncer {
                 std::mem::take(&mut state.waiting)
             };
             // fdatasync: the WAL's frames and its length, which is all recovery reads.
-            let result = wal.sync_data();
+            let result = sync();
             let failed = {
                 let mut state = self.lock();
-                state.syncing_from = None;
                 if let Err(error) = &result {
                     let text = format!("the event log's fsync failed: {error}");
                     tracing::error!(%error, "fsync of the embedded log failed; it refuses every write until pampa is restarted.");
                     state.failed.get_or_insert(text);
                 }
+                if state.failed.is_some() {
+                    // What this fsync covered, or any after a failed one, may be lost:
+                    // consumers never see it.
+                    state.failed_from = [state.failed_from, state.syncing_from]
+                        .into_iter()
+                        .flatten()
+                        .min();
+                }
+                state.syncing_from = None;
                 state.failed.clone()
             };
             let mut published = false;
@@ -149,11 +171,15 @@ impl Syncer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc as std_mpsc;
+
     use super::*;
     use crate::{BusError, PublishAck};
     use tokio::sync::oneshot;
 
-    fn waiting_publish() -> (Reply, oneshot::Receiver<Result<PublishAck, BusError>>) {
+    type Answer = oneshot::Receiver<Result<PublishAck, BusError>>;
+
+    fn waiting_publish() -> (Reply, Answer) {
         let (tx, rx) = oneshot::channel();
         let ack = PublishAck {
             sequence: 1,
@@ -162,38 +188,69 @@ mod tests {
         (Reply::Publish(tx, ack), rx)
     }
 
-    fn run_on(syncer: &Arc<Syncer>, file: File) -> std::thread::JoinHandle<()> {
+    /// A commit of events from `first_seq`, with one publish waiting for its answer.
+    fn commit(syncer: &Syncer, first_seq: Option<i64>) -> Answer {
+        let (reply, answer) = waiting_publish();
+        syncer.committed(Committed {
+            first_seq,
+            replies: vec![reply],
+        });
+        answer
+    }
+
+    /// Runs the fsync loop with an fsync that waits until the test lets it finish, with
+    /// the result the test sends; `started` tells when one has begun.
+    fn run_gated(
+        syncer: &Arc<Syncer>,
+    ) -> (
+        std_mpsc::Sender<std::io::Result<()>>,
+        std_mpsc::Receiver<()>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (finish, finished) = std_mpsc::channel::<std::io::Result<()>>();
+        let (started_tx, started) = std_mpsc::channel();
         let worker = Arc::clone(syncer);
-        std::thread::spawn(move || worker.run(&file, &Weak::new()))
+        let thread = std::thread::spawn(move || {
+            worker.run(
+                || {
+                    let _ = started_tx.send(());
+                    finished.recv().unwrap_or(Ok(()))
+                },
+                &Weak::new(),
+            )
+        });
+        (finish, started, thread)
     }
 
     #[test]
     fn consumers_see_only_below_the_oldest_unsynced_commit() {
         let syncer = Arc::new(Syncer::new());
         assert_eq!(syncer.visible_below(), i64::MAX);
-        let (first, first_answer) = waiting_publish();
-        syncer.committed(Committed {
-            first_seq: None,
-            replies: vec![first],
-        });
-        syncer.committed(Committed {
-            first_seq: Some(10),
-            replies: vec![],
-        });
-        syncer.committed(Committed {
-            first_seq: Some(15),
-            replies: vec![],
-        });
+        let mut first = commit(&syncer, None);
+        commit(&syncer, Some(10));
+        commit(&syncer, Some(15));
         assert_eq!(syncer.visible_below(), 10);
-        // Nothing is answered before an fsync.
-        let mut first_answer = first_answer;
-        assert!(first_answer.try_recv().is_err());
+        let (finish, started, thread) = run_gated(&syncer);
 
-        let file = tempfile::tempfile().unwrap();
-        let thread = run_on(&syncer, file);
-        let ack = first_answer.blocking_recv().unwrap().unwrap();
-        assert_eq!(ack.sequence, 1);
-        // The whole queue went in that one fsync.
+        // The fsync runs: its commits stay hidden and unanswered.
+        started.recv().unwrap();
+        assert_eq!(syncer.visible_below(), 10);
+        assert!(
+            first.try_recv().is_err(),
+            "answered before the fsync returned"
+        );
+        // A commit made while it runs waits for the next fsync.
+        let mut later = commit(&syncer, Some(20));
+        finish.send(Ok(())).unwrap();
+        assert_eq!(first.blocking_recv().unwrap().unwrap().sequence, 1);
+        started.recv().unwrap();
+        assert_eq!(syncer.visible_below(), 20);
+        assert!(
+            later.try_recv().is_err(),
+            "answered by an fsync that began before it"
+        );
+        finish.send(Ok(())).unwrap();
+        later.blocking_recv().unwrap().unwrap();
         assert_eq!(syncer.visible_below(), i64::MAX);
         assert!(syncer.failure().is_none());
         syncer.close();
@@ -201,21 +258,52 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_fsync_answers_errors_and_poisons_the_log() {
-        // fsync on a pipe fails (EINVAL), as it might on a dying disk.
-        let (reader, _writer) = std::io::pipe().unwrap();
-        let file = File::from(std::os::fd::OwnedFd::from(reader));
+    fn a_failed_fsync_answers_errors_hides_its_events_and_poisons_the_log() {
         let syncer = Arc::new(Syncer::new());
-        let (reply, answer) = waiting_publish();
-        syncer.committed(Committed {
-            first_seq: Some(3),
-            replies: vec![reply],
-        });
-        let thread = run_on(&syncer, file);
-        let error = answer.blocking_recv().unwrap().unwrap_err();
+        let failed = commit(&syncer, Some(3));
+        let (finish, started, thread) = run_gated(&syncer);
+        started.recv().unwrap();
+        finish
+            .send(Err(std::io::Error::other("disk gone")))
+            .unwrap();
+        let error = failed.blocking_recv().unwrap().unwrap_err();
         assert!(error.to_string().contains("fsync failed"), "{error}");
         assert!(syncer.failure().is_some());
+        assert_eq!(syncer.visible_below(), 3, "lost events must stay hidden");
+        // A commit that was already on its way is answered with the error too, and
+        // stays hidden, even though its own fsync succeeds.
+        let after = commit(&syncer, Some(4));
+        started.recv().unwrap();
+        finish.send(Ok(())).unwrap();
+        assert!(after.blocking_recv().unwrap().is_err());
+        assert_eq!(syncer.visible_below(), 3);
         syncer.close();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn fsync_of_a_real_file_and_a_failing_one() {
+        let file = tempfile::tempfile().unwrap();
+        let syncer = Syncer::start(file, Weak::new()).unwrap();
+        commit(&syncer, Some(1)).blocking_recv().unwrap().unwrap();
+        syncer.close();
+        // fsync on a pipe fails (EINVAL), as it might on a dying disk.
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let pipe = File::from(std::os::fd::OwnedFd::from(reader));
+        let syncer = Syncer::start(pipe, Weak::new()).unwrap();
+        assert!(commit(&syncer, Some(1)).blocking_recv().unwrap().is_err());
+        syncer.close();
+    }
+
+    #[test]
+    fn closing_answers_what_is_queued_and_ends_the_thread() {
+        let syncer = Arc::new(Syncer::new());
+        let queued = commit(&syncer, Some(1));
+        let (finish, started, thread) = run_gated(&syncer);
+        drop(CloseOnDrop(syncer.clone()));
+        started.recv().unwrap();
+        finish.send(Ok(())).unwrap();
+        queued.blocking_recv().unwrap().unwrap();
         thread.join().unwrap();
     }
 }
