@@ -50,11 +50,37 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # ----------------------------------------------------------------- helpers --
 
 
+# Ports are handed out below the kernel's ephemeral range (32768-60999 on Linux),
+# so no client socket (the rbl stage's UDP resolver, smtplib, radclient) can take
+# one between the check here and pampa's bind: a port that bind(0) returned is an
+# ephemeral port, and an outgoing UDP query can grab it a moment later.
+_PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
+_next_port = _PORT_RANGE[0] + (os.getpid() * 7919) % (_PORT_RANGE[1] - _PORT_RANGE[0])
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((LOCALHOST, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOCALHOST, 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1, free for both TCP and UDP a moment ago, outside the
+    ephemeral range, and not handed out before in this test run."""
+    global _next_port
+    span = _PORT_RANGE[1] - _PORT_RANGE[0]
+    for _ in range(span):
+        port = _next_port
+        _next_port = _PORT_RANGE[0] + (_next_port + 1 - _PORT_RANGE[0]) % span
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE}")
 
 
 def port_accepts(port: int, host: str = LOCALHOST) -> bool:
