@@ -10,6 +10,7 @@
 //! 11 µs); a batch costs about one row per thousand queries.
 
 use std::{
+    borrow::Cow,
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -24,7 +25,7 @@ use hickory_proto::{
     rr::{DNSClass, Name, RecordType},
 };
 use pampa_bus::{EventLog, OutgoingEvent};
-use pampa_schemas::{new_id, DnsQueries, DnsQuery, DnsTransport, Envelope, ZoneKind};
+use pampa_schemas::{new_id, DnsQueries, DnsTransport, Envelope, ZoneKind};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::metrics;
@@ -81,44 +82,64 @@ pub(crate) struct QueryRecord {
     pub rate_limited: bool,
 }
 
+/// What appending the records of one event reuses from record to record.
+#[derive(Default)]
+struct Appender {
+    /// The zone of the last record appended (`Some(None)`: it had none): a batch is
+    /// mostly one or two zones, and formatting a `Name` costs more than comparing it.
+    last_zone: Option<Option<Name>>,
+    /// The client address is printed here, and copied only when the batch has not seen
+    /// it yet.
+    address: String,
+}
+
 impl QueryRecord {
-    /// The event. `zones` remembers the last zone's text: a batch is mostly one or two
-    /// zones, and formatting a `Name` costs more than copying its string.
-    fn into_event(self, zones: &mut Option<(Name, String)>) -> DnsQuery {
-        let (qname, qtype, qclass) = match self.question {
+    /// Appends the record to `batch`, column by column. The repeating columns are
+    /// dictionaries ([`pampa_schemas::Dictionary`]): their known values cost a lookup,
+    /// not an allocation.
+    fn append_to(self, batch: &mut DnsQueries, appender: &mut Appender) {
+        use std::fmt::Write;
+        batch.time_us.push(self.time.timestamp_micros());
+        appender.address.clear();
+        let _ = write!(appender.address, "{}", self.peer.ip().to_canonical());
+        batch.client_ip.push_borrowed(appender.address.as_str());
+        batch.client_port.push(self.peer.port());
+        batch.transport.push(self.transport);
+        match self.question {
             Some((name, qtype, qclass)) => {
-                (qname_text(&name), type_name(qtype), class_name(qclass))
-            }
-            None => (String::new(), String::new(), String::new()),
-        };
-        DnsQuery {
-            time: self.time,
-            client_ip: self.peer.ip().to_canonical().to_string(),
-            client_port: self.peer.port(),
-            transport: self.transport,
-            qname,
-            qtype,
-            qclass,
-            rcode: match crate::server::rcode_label(self.rcode) {
-                "OTHER" => format!("RCODE{}", u16::from(self.rcode)),
-                label => label.to_owned(),
-            },
-            answer_count: self.answer_count,
-            zone_kind: self.zone_kind,
-            latency_us: self.latency_us,
-            response_size: self.response_size,
-            id: self.id,
-            zone: self.zone.map(|z| match zones {
-                Some((name, text)) if name.eq_case(&z) => text.clone(),
-                _ => {
-                    let text = z.to_string();
-                    *zones = Some((z, text.clone()));
-                    text
+                batch.qname.push(qname_text(&name));
+                batch.qtype.push_borrowed(&*type_name(qtype));
+                match class_label(qclass) {
+                    Some(label) => batch.qclass.push_borrowed(label),
+                    None => batch.qclass.push(format!("CLASS{}", u16::from(qclass))),
                 }
-            }),
-            truncated: self.truncated,
-            rate_limited: self.rate_limited,
+            }
+            None => {
+                batch.qname.push(String::new());
+                batch.qtype.push_borrowed("");
+                batch.qclass.push_borrowed("");
+            }
         }
+        match crate::server::rcode_label(self.rcode) {
+            "OTHER" => batch.rcode.push(format!("RCODE{}", u16::from(self.rcode))),
+            label => batch.rcode.push_borrowed(label),
+        }
+        batch.answer_count.push(self.answer_count);
+        batch.zone_kind.push(self.zone_kind);
+        batch.latency_us.push(self.latency_us);
+        batch.response_size.push(self.response_size);
+        batch.id.push(self.id);
+        let same_zone = match (&appender.last_zone, &self.zone) {
+            (Some(Some(last)), Some(zone)) => last.eq_case(zone),
+            (Some(None), None) => true,
+            _ => false,
+        };
+        if !(same_zone && batch.zone.repeat_last()) {
+            batch.zone.push(self.zone.as_ref().map(Name::to_string));
+            appender.last_zone = Some(self.zone);
+        }
+        batch.truncated.push(self.truncated);
+        batch.rate_limited.push(self.rate_limited);
     }
 }
 
@@ -146,23 +167,25 @@ pub(crate) fn qname_text(name: &Name) -> String {
     text
 }
 
-/// The question type's mnemonic, `TYPEn` for unknown ones (RFC 3597).
-pub(crate) fn type_name(t: RecordType) -> String {
+/// The question type's mnemonic, `TYPEn` for unknown ones (RFC 3597); borrowed for the
+/// known ones, so that logging them allocates nothing.
+pub(crate) fn type_name(t: RecordType) -> Cow<'static, str> {
     match t {
-        RecordType::Unknown(n) => format!("TYPE{n}"),
-        t => t.to_string(),
+        RecordType::Unknown(n) => Cow::Owned(format!("TYPE{n}")),
+        t => Cow::Borrowed(<&'static str>::from(t)),
     }
 }
 
-fn class_name(c: DNSClass) -> String {
-    match c {
-        DNSClass::IN => "IN".to_owned(),
-        DNSClass::CH => "CH".to_owned(),
-        DNSClass::HS => "HS".to_owned(),
-        DNSClass::NONE => "NONE".to_owned(),
-        DNSClass::ANY => "ANY".to_owned(),
-        other => format!("CLASS{}", u16::from(other)),
-    }
+/// The class's mnemonic, `None` for those written `CLASSn`.
+fn class_label(c: DNSClass) -> Option<&'static str> {
+    Some(match c {
+        DNSClass::IN => "IN",
+        DNSClass::CH => "CH",
+        DNSClass::HS => "HS",
+        DNSClass::NONE => "NONE",
+        DNSClass::ANY => "ANY",
+        _ => return None,
+    })
 }
 
 /// The answer path's end of the query log.
@@ -303,16 +326,16 @@ async fn publish(
     failed: &OnceLock<::metrics::Counter>,
 ) {
     let total = records.len();
-    let mut zones = None;
     let mut events = Vec::with_capacity(total.div_ceil(QUERIES_PER_EVENT));
     let mut lost = 0;
     let mut records = records.into_iter().peekable();
     while let Some(first_time) = records.peek().map(|r| r.time) {
-        let queries: DnsQueries = records
+        let mut queries = DnsQueries::default();
+        let mut appender = Appender::default();
+        records
             .by_ref()
             .take(QUERIES_PER_EVENT)
-            .map(|record| record.into_event(&mut zones))
-            .collect();
+            .for_each(|record| record.append_to(&mut queries, &mut appender));
         let n = queries.len();
         let mut envelope = Envelope::root(new_id(), SOURCE, queries);
         envelope.occurred_at = first_time;
@@ -346,6 +369,99 @@ mod tests {
     use std::str::FromStr;
 
     use super::*;
+
+    fn record(
+        qname: &str,
+        qtype: RecordType,
+        zone: Option<&str>,
+        rcode: ResponseCode,
+    ) -> QueryRecord {
+        QueryRecord {
+            time: DateTime::from_timestamp_micros(1_795_000_000_123_456).unwrap(),
+            peer: "[::ffff:10.1.2.3]:5300".parse().unwrap(),
+            transport: DnsTransport::Udp,
+            id: Some(7),
+            question: Some((Name::from_str(qname).unwrap(), qtype, DNSClass::IN)),
+            rcode,
+            answer_count: 1,
+            zone_kind: ZoneKind::Dnsbl,
+            latency_us: 12,
+            response_size: 78,
+            zone: zone.map(|z| Name::from_str(z).unwrap()),
+            truncated: false,
+            rate_limited: false,
+        }
+    }
+
+    /// The columns read back as the records were, through the dictionaries and the
+    /// zone that repeats without being formatted again.
+    #[test]
+    fn records_append_to_a_batch_as_they_were() {
+        let records = [
+            record(
+                "2.0.0.127.BL.example.net.",
+                RecordType::A,
+                Some("bl.example.net."),
+                ResponseCode::NoError,
+            ),
+            record(
+                "3.0.0.127.bl.example.net.",
+                RecordType::TXT,
+                Some("bl.example.net."),
+                ResponseCode::NXDomain,
+            ),
+            record(
+                "www.example.org.",
+                RecordType::Unknown(65280),
+                None,
+                ResponseCode::Unknown(3000),
+            ),
+            record("x.example.org.", RecordType::A, None, ResponseCode::Refused),
+            record(
+                "4.0.0.127.bl.example.net.",
+                RecordType::A,
+                Some("bl.example.net."),
+                ResponseCode::NoError,
+            ),
+        ];
+        let mut batch = DnsQueries::default();
+        let mut appender = Appender::default();
+        for r in records {
+            r.append_to(&mut batch, &mut appender);
+        }
+        let queries: Vec<_> = batch.iter().collect();
+        assert_eq!(queries.len(), 5);
+        let first = &queries[0];
+        assert_eq!(first.time.timestamp_micros(), 1_795_000_000_123_456);
+        assert_eq!(
+            (first.client_ip.as_str(), first.client_port),
+            ("10.1.2.3", 5300)
+        );
+        assert_eq!(first.qname, "2.0.0.127.bl.example.net.");
+        assert_eq!((first.qtype.as_str(), first.qclass.as_str()), ("A", "IN"));
+        assert_eq!(first.rcode, "NOERROR");
+        assert_eq!(
+            (first.id, first.latency_us, first.response_size),
+            (Some(7), 12, 78)
+        );
+        assert_eq!(queries[1].qtype, "TXT");
+        assert_eq!(queries[2].qtype, "TYPE65280");
+        assert_eq!(queries[2].rcode, "RCODE3000");
+        assert_eq!(queries[3].rcode, "REFUSED");
+        let zones: Vec<_> = queries.iter().map(|q| q.zone.as_deref()).collect();
+        assert_eq!(
+            zones,
+            [
+                Some("bl.example.net."),
+                Some("bl.example.net."),
+                None,
+                None,
+                Some("bl.example.net.")
+            ]
+        );
+        assert_eq!(batch.client_ip.values().len(), 1);
+        assert_eq!(batch.zone.values().len(), 2);
+    }
 
     #[test]
     fn names_print_as_hickory_prints_them_lowercased() {

@@ -12,12 +12,14 @@
 //! - [`mail`]: the payloads of the mail pipeline (`mail.received`, `mail.delivered`,
 //!   `mail.feedback`).
 //! - [`subjects`]: subject names and the NATS header names tools route by.
+//! - [`column`]: dictionary-encoded columns of batch events.
 //! - [`codec`]: rmp-serde named encoding, decoding, and the header-only view.
 #![warn(missing_docs)]
 
 pub mod access;
 pub mod analysis;
 pub mod codec;
+pub mod column;
 pub mod dns;
 pub mod envelope;
 pub mod mail;
@@ -29,6 +31,7 @@ pub use analysis::{
     RecipientAnalysis, Tag, ANALYSIS_EVENT_TYPES, RECOVERED_EVENT_TYPE,
 };
 pub use codec::{decode, decode_head, decode_view, encode, CodecError, EnvelopeHead};
+pub use column::Dictionary;
 pub use dns::{decode_queries, DnsQueries, DnsQuery, DnsTransport, ZoneKind};
 pub use envelope::{derive_id, new_id, Envelope, Event};
 pub use mail::{

@@ -203,7 +203,7 @@ fn access_auth_v1_decodes_as_a_batch_of_one() {
     let v1 = access_auth();
     let decoded = decode_auths(&bytes).expect("the v1 fixture decodes");
     assert_eq!(decoded.id, v1.id);
-    assert_eq!(decoded.schema_version, 2);
+    assert_eq!(decoded.schema_version, AccessAuths::SCHEMA_VERSION);
     let mut expected = v1.payload;
     expected.time = Some(v1.occurred_at);
     assert_eq!(decoded.payload.decisions, vec![expected]);
@@ -311,7 +311,7 @@ fn dns_query_v1_decodes_as_a_batch_of_one() {
     let decoded = decode_queries(&bytes).expect("the v1 fixture decodes");
     assert_eq!(decoded.id, v1.id);
     assert_eq!(decoded.occurred_at, v1.occurred_at);
-    assert_eq!(decoded.schema_version, 2);
+    assert_eq!(decoded.schema_version, DnsQueries::SCHEMA_VERSION);
     assert_eq!(decoded.payload.iter().collect::<Vec<_>>(), vec![v1.payload]);
 }
 
@@ -335,13 +335,26 @@ fn dns_queries() -> Envelope<DnsQueries> {
     event
 }
 
+/// Version 2 wrote every column plainly; it reads into today's dictionary columns.
 #[test]
 fn dns_query_v2_decodes() {
-    check_golden("dns.query.v2.msgpack", dns_queries());
+    let mut v2 = dns_queries();
+    v2.schema_version = 2;
+    check_golden("dns.query.v2.msgpack", v2);
     let bytes = std::fs::read(fixture("dns.query.v2.msgpack")).unwrap();
     let batch = decode_queries(&bytes).unwrap().payload;
     assert_eq!(batch.len(), 2);
     assert_eq!(batch.get(1).unwrap().qname, "nope.example.net.");
+}
+
+/// Version 3 stores the repeating columns as dictionaries.
+#[test]
+fn dns_query_v3_decodes() {
+    check_golden("dns.query.v3.msgpack", dns_queries());
+    let bytes = std::fs::read(fixture("dns.query.v3.msgpack")).unwrap();
+    let batch = decode_queries(&bytes).unwrap().payload;
+    assert_eq!(batch.get(1).unwrap().rcode, "NXDOMAIN");
+    assert_eq!(batch.qclass.values(), ["IN"], "one class, stored once");
 }
 
 /// A column a newer writer adds is skipped by this reader, and a column this reader
