@@ -15,6 +15,7 @@ mod recover;
 mod replay;
 mod roles;
 mod scoring;
+mod service_manager;
 mod sessions;
 mod table;
 mod trace;

@@ -148,6 +148,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
             _ = terminated => {}
         }
         tracing::info!("Shutting down.");
+        crate::service_manager::stopping();
         let _ = tx.send(true);
     });
     rx
@@ -559,6 +560,7 @@ pub async fn up(config: Config) -> Result<()> {
         println!("  pampa domain add example.org");
         println!("  pampa user add alice@example.org --password secret");
     }
+    crate::service_manager::ready();
     wait(tasks).await;
     Ok(())
 }
@@ -597,6 +599,7 @@ pub async fn run(config: Config, role: Role) -> Result<()> {
     };
     start_metrics(&config, &backends, ingest, radius, &mut tasks).await?;
     tracing::info!(role = ?role, "Role is running.");
+    crate::service_manager::ready();
     wait(tasks).await;
     Ok(())
 }

@@ -352,6 +352,8 @@ class Pampa:
         self.log_path = workdir / "pampa.log"
         self.proc: subprocess.Popen | None = None
         self.crashed_with: int | None = None
+        # Environment for pampa's processes beyond the test's own (NOTIFY_SOCKET, say).
+        self.extra_env: dict[str, str] = {}
 
         self.bus_conf: dict[str, Any] = {"url": bus_url, **(bus or {})}
         self.db_conf: dict[str, Any] = {"url": db_url} if db_url else {}
@@ -401,6 +403,7 @@ class Pampa:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.extra_env)
         return env
 
     # ---- CLI
