@@ -58,7 +58,8 @@ deb_installed() {
 
 missing_debs=()
 # gcc and libc6-dev: the C parts of the build (ring, the bundled SQLite, mimalloc).
-for pkg in gcc libc6-dev mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns; do
+# prometheus: for promtool, which checks ops/prometheus (tests/e2e/test_ops.py).
+for pkg in gcc libc6-dev mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns prometheus; do
     deb_installed "$pkg" || missing_debs+=("$pkg")
 done
 # pip, when the python3 on PATH has none (Debian's own python3 ships without it).
@@ -85,6 +86,8 @@ pip_install() {
 python3 -c 'import pytest' 2>/dev/null || pip_install pytest
 # MD4 and DES for the e2e MS-CHAPv2 client (hashlib has no MD4 under OpenSSL 3).
 python3 -c 'import Crypto.Hash.MD4, Crypto.Cipher.DES' 2>/dev/null || pip_install pycryptodome
+# YAML for the checks of the Prometheus rules and Grafana provisioning (test_ops.py).
+python3 -c 'import yaml' 2>/dev/null || pip_install pyyaml
 
 # nats_version BIN: prints "2.10.7" for a nats-server binary, or nothing.
 nats_version() {
