@@ -17,6 +17,7 @@ mod roles;
 mod scoring;
 mod service_manager;
 mod sessions;
+mod streams;
 mod table;
 mod trace;
 mod train;
@@ -51,6 +52,11 @@ struct Cli {
     /// Configuration file (default: ./pampa.toml if it exists, else built-in defaults).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per
+    /// line, with the span's fields such as `session_id` and `message_id`) for a log
+    /// collector.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -127,6 +133,11 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Print the events of one subject (`access.acct`, `mail.>` …) from the log.
     Events(events::EventsArgs),
+    /// Check the NATS JetStream streams, bucket and consumers against the configuration.
+    Streams {
+        #[command(subcommand)]
+        action: streams::StreamsAction,
+    },
     /// Inspect and re-queue dead letters.
     Dead {
         #[command(subcommand)]
@@ -134,16 +145,38 @@ enum Command {
     },
 }
 
+/// The `--log-format` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr at `RUST_LOG`'s levels (default `info`), as text or as JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The event's own fields at the top level, the innermost span's fields (the
+        // session, message or event ids) under "span", and every open span under "spans".
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -179,6 +212,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Train(args) => train::train(&config, &args).await,
         Command::Audit(args) => audit::audit(&config, &args).await,
         Command::Events(args) => events::events(&config, &args).await,
+        Command::Streams { action } => streams::streams(&config, action).await,
         Command::Dns { action } => dns_cli::dns(&config, &action).await,
         Command::Sessions(args) => sessions::sessions(&config, &args).await,
         Command::Usage(args) => sessions::usage(&config, &args).await,

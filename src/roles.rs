@@ -274,10 +274,7 @@ async fn start_dns(config: &Config, backends: &Backends, tasks: &mut Tasks) -> R
             }
         })
     });
-    tasks.reload = Some(reload.clone());
-    tasks
-        .set
-        .spawn(reload_on_sighup(reload, tasks.shutdown.clone()));
+    tasks.reload = Some(reload);
     tasks.probes.push({
         let handle = handle.clone();
         Arc::new(move || {
@@ -323,24 +320,32 @@ fn describe_reload(report: &ReloadReport) -> String {
     text
 }
 
-/// SIGHUP reloads, as name servers do.
-async fn reload_on_sighup(reload: http::ReloadAction, mut shutdown: watch::Receiver<bool>) {
+/// Listens for SIGHUP in every process, so that it never ends one: its default action
+/// is to terminate, and a role killed by SIGHUP exits "cleanly" for systemd, which then
+/// does not restart it. Where the dns role runs it reloads the zones, as name servers
+/// do; elsewhere it is logged and ignored.
+fn handle_sighup(tasks: &mut Tasks) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         tracing::warn!("Cannot listen for SIGHUP; `pampa dns reload` still works.");
         return;
     };
-    loop {
-        tokio::select! {
-            _ = hangups.recv() => {
-                match reload().await {
-                    Ok(report) => tracing::info!(report = %report.trim_end(), "Reloaded on SIGHUP."),
-                    Err(report) => tracing::error!(report = %report.trim_end(), "A reload on SIGHUP failed; the old zones keep serving."),
-                }
+    let reload = tasks.reload.clone();
+    let mut shutdown = tasks.shutdown.clone();
+    tasks.set.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => match &reload {
+                    Some(reload) => match reload().await {
+                        Ok(report) => tracing::info!(report = %report.trim_end(), "Reloaded on SIGHUP."),
+                        Err(report) => tracing::error!(report = %report.trim_end(), "A reload on SIGHUP failed; the old zones keep serving."),
+                    },
+                    None => tracing::info!("SIGHUP ignored: no role of this process has files to reload."),
+                },
+                _ = shutdown.changed() => return,
             }
-            _ = shutdown.changed() => return,
         }
-    }
+    });
 }
 
 async fn start_ingest(config: &Config, backends: &Backends, tasks: &mut Tasks) -> Result<Ingest> {
@@ -560,6 +565,7 @@ pub async fn up(config: Config) -> Result<()> {
         println!("  pampa domain add example.org");
         println!("  pampa user add alice@example.org --password secret");
     }
+    handle_sighup(&mut tasks);
     crate::service_manager::ready();
     wait(tasks).await;
     Ok(())
@@ -599,6 +605,7 @@ pub async fn run(config: Config, role: Role) -> Result<()> {
     };
     start_metrics(&config, &backends, ingest, radius, &mut tasks).await?;
     tracing::info!(role = ?role, "Role is running.");
+    handle_sighup(&mut tasks);
     crate::service_manager::ready();
     wait(tasks).await;
     Ok(())

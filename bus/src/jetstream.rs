@@ -65,37 +65,85 @@ fn publish_message(event: &OutgoingEvent) -> PublishMessage {
         .payload(event.payload.clone().into())
 }
 
+/// Connects to the server or cluster named by `config.url` without touching any stream.
+pub(crate) async fn connect_context(
+    config: &BusConfig,
+) -> Result<(async_nats::Client, Context), BusError> {
+    // A cluster is named as `nats://a:4222,nats://b:4222,…`: the client knows every
+    // node from the start and moves to another when one goes down.
+    let servers = config
+        .url
+        .split(',')
+        .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BusError::Config(format!("bad NATS URL {:?}: {e}", config.url)))?;
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .name("pampa")
+        .connect(servers)
+        .await
+        .map_err(|e| unavailable(&format!("cannot connect to NATS at {}", config.url), e))?;
+    let mut context = jetstream::new(client.clone());
+    context.set_timeout(config.publish_timeout);
+    Ok((client, context))
+}
+
+/// The streams pampa's events live in, as the configuration wants them.
+pub(crate) fn stream_configs(config: &BusConfig) -> Vec<jetstream::stream::Config> {
+    subjects::STREAMS
+        .iter()
+        .map(|(name, filter)| jetstream::stream::Config {
+            name: (*name).to_owned(),
+            subjects: vec![(*filter).to_owned()],
+            retention: RetentionPolicy::Limits,
+            max_age: config.max_age,
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            duplicate_window: crate::DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The object store of message bodies, as the configuration wants it.
+pub(crate) fn body_bucket_config(config: &BusConfig) -> jetstream::object_store::Config {
+    jetstream::object_store::Config {
+        bucket: BODY_BUCKET.to_owned(),
+        description: Some("Raw RFC 5322 bodies of received mail".to_owned()),
+        max_age: config.max_age,
+        storage: StorageType::File,
+        num_replicas: config.replicas,
+        ..Default::default()
+    }
+}
+
+/// The stream behind the body bucket (JetStream names an object store's stream so).
+pub(crate) fn body_bucket_stream() -> String {
+    format!("OBJ_{BODY_BUCKET}")
+}
+
+/// The durable pull consumer of a stage.
+pub(crate) fn consumer_config(spec: &ConsumerSpec) -> pull::Config {
+    pull::Config {
+        durable_name: Some(spec.name.clone()),
+        filter_subject: spec.filter.clone(),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: spec.ack_wait,
+        // The runner counts tries and dead-letters on the last one itself, so the
+        // server must never silently stop redelivering before that.
+        max_deliver: -1,
+        deliver_policy: DeliverPolicy::All,
+        ..Default::default()
+    }
+}
+
 impl JetStreamLog {
     /// Connects and makes sure the streams `MAIL`, `ACCESS`, `DNS`, `DEAD` and the body
     /// bucket exist with the configured retention and replicas.
     pub async fn connect(config: &BusConfig) -> Result<Self, BusError> {
-        // A cluster is named as `nats://a:4222,nats://b:4222,…`: the client knows every
-        // node from the start and moves to another when one goes down.
-        let servers = config
-            .url
-            .split(',')
-            .map(|url| url.trim().parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BusError::Config(format!("bad NATS URL {:?}: {e}", config.url)))?;
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
-            .name("pampa")
-            .connect(servers)
-            .await
-            .map_err(|e| unavailable(&format!("cannot connect to NATS at {}", config.url), e))?;
-        let mut context = jetstream::new(client.clone());
-        context.set_timeout(config.publish_timeout);
-        for (name, filter) in subjects::STREAMS {
-            let stream = jetstream::stream::Config {
-                name: name.to_owned(),
-                subjects: vec![filter.to_owned()],
-                retention: RetentionPolicy::Limits,
-                max_age: config.max_age,
-                storage: StorageType::File,
-                num_replicas: config.replicas,
-                duplicate_window: crate::DUPLICATE_WINDOW,
-                ..Default::default()
-            };
+        let (client, context) = connect_context(config).await?;
+        for stream in stream_configs(config) {
+            let name = stream.name.clone();
             context
                 .create_or_update_stream(stream)
                 .await
@@ -104,14 +152,7 @@ impl JetStreamLog {
         let bodies = match context.get_object_store(BODY_BUCKET).await {
             Ok(store) => store,
             Err(_) => context
-                .create_object_store(jetstream::object_store::Config {
-                    bucket: BODY_BUCKET.to_owned(),
-                    description: Some("Raw RFC 5322 bodies of received mail".to_owned()),
-                    max_age: config.max_age,
-                    storage: StorageType::File,
-                    num_replicas: config.replicas,
-                    ..Default::default()
-                })
+                .create_object_store(body_bucket_config(config))
                 .await
                 .map_err(|e| unavailable("cannot create the body bucket", e))?,
         };
@@ -183,19 +224,8 @@ impl JetStreamLog {
             .get_stream(stream_name)
             .await
             .map_err(|e| unavailable(&format!("cannot open stream {stream_name}"), e))?;
-        let config = pull::Config {
-            durable_name: Some(spec.name.clone()),
-            filter_subject: spec.filter.clone(),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: spec.ack_wait,
-            // The runner counts tries and dead-letters on the last one itself, so the
-            // server must never silently stop redelivering before that.
-            max_deliver: -1,
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        };
         let consumer = stream
-            .create_consumer(config)
+            .create_consumer(consumer_config(&spec))
             .await
             .map_err(|e| unavailable(&format!("cannot create consumer {}", spec.name), e))?;
         Ok(JetStreamConsumer { consumer, spec })

@@ -22,6 +22,7 @@ pub mod event;
 pub mod jetstream;
 pub mod metrics;
 pub mod runner;
+pub mod streams;
 
 use std::time::{Duration, Instant};
 

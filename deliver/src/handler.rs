@@ -32,6 +32,9 @@ pub struct Deliver {
     name: &'static str,
 }
 
+/// The consumer name of the deliver stage.
+pub const DELIVER_CONSUMER: &str = "deliver";
+
 /// The consumer name of the deliver stage that reads `mail.recovered`.
 pub const RECOVER_CONSUMER: &str = "recover";
 
@@ -55,7 +58,7 @@ impl Deliver {
             data_dir,
             hostname,
             authserv_id,
-            name: "deliver",
+            name: DELIVER_CONSUMER,
         }
     }
 

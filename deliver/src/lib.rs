@@ -19,4 +19,4 @@ pub mod headers;
 pub mod maildir;
 pub mod metrics;
 
-pub use handler::{Deliver, RECOVER_CONSUMER};
+pub use handler::{Deliver, DELIVER_CONSUMER, RECOVER_CONSUMER};

@@ -609,3 +609,95 @@ def test_nats_cluster_configs_render_and_form_a_cluster(tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_sighup_never_ends_a_role_and_reloads_dns_where_it_runs(harness):
+    """SIGHUP's default action ends a process, and systemd does not restart a unit that
+    ended on SIGHUP: every role must survive it. `pampa run ingest` has nothing to reload
+    and says so; `pampa up` (with dns) reloads its zones."""
+    import signal
+
+    ingest = harness.pampa()
+    ingest.start("run", "ingest")
+    ingest.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "SIGHUP ignored" in ingest.log_path.read_text(), 10, "the ingest role to log the SIGHUP")
+    assert ingest.proc.poll() is None, log_tail(ingest.log_path)
+    ingest.stop()
+
+    up = harness.pampa()
+    up.start()
+    up.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "Reloaded on SIGHUP" in up.log_path.read_text(), 10, "pampa up to reload on SIGHUP")
+    assert up.proc.poll() is None, log_tail(up.log_path)
+
+
+def test_json_logs_carry_the_session_and_message_ids(harness):
+    """`--log-format json`: one JSON object per line, and an accepted message's line
+    names its session and message."""
+    p = harness.pampa()
+    p.setup_users("example.org", "alice")
+    p.start("--log-format", "json", "up")
+    _, message = make_message(SENDER, [ALICE], "json logs")
+    send_message(p.smtp_port, SENDER, [ALICE], message)
+
+    def accepted():
+        for line in p.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry.get("message") == "Message accepted.":
+                    return entry
+        return None
+
+    entry = wait_for(accepted, 20, "the accepted message's JSON log line")
+    assert entry["level"] == "INFO" and "timestamp" in entry, entry
+    assert entry.get("message_id"), entry
+    assert entry["span"].get("session_id"), entry
+    # No log line in text format (a timestamp first) is left: the only lines that are
+    # not JSON are `pampa up`'s banner on stdout and the harness's own headers.
+    lines = p.log_path.read_text().splitlines()
+    assert not [line for line in lines if re.match(r"\d{4}-\d\d-\d\dT", line)], log_tail(p.log_path)
+    for line in lines:
+        if line.startswith("{"):
+            json.loads(line)
+
+
+def test_streams_check_says_what_differs_and_apply_makes_it_so(harness):
+    """`pampa streams check`: on a fresh server everything is missing (exit 1); `--apply`
+    creates it; a changed `[bus] max_age` shows as a difference until applied; and a
+    `pampa up` creates the same layout the check wants."""
+    nats = harness.nats()
+    p = harness.pampa(bus_url=nats.url)
+
+    def check(*extra: str) -> tuple[int, list[dict]]:
+        cp = p.cli("streams", "check", "--json", *extra, check=False)
+        return cp.returncode, json.loads(cp.stdout or "[]")
+
+    code, findings = check()
+    assert code == 1 and findings, findings
+    assert {f["state"] for f in findings} == {"missing"}, findings
+    names = {(f["kind"], f["name"]) for f in findings}
+    assert ("stream", "MAIL") in names and ("bucket", "pampa-bodies") in names, names
+    assert ("consumer", "MAIL/deliver") in names and ("consumer", "MAIL/score") in names, names
+
+    code, findings = check("--apply")
+    assert code == 0, findings
+    assert {f["state"] for f in findings} == {"created"}, findings
+    code, findings = check()
+    assert code == 0 and {f["state"] for f in findings} == {"ok"}, findings
+
+    p.configure(bus={"max_age": "7d"})
+    code, findings = check()
+    assert code == 1, findings
+    differs = [f for f in findings if f["state"].startswith("differs")]
+    assert {f["name"] for f in differs} >= {"MAIL", "ACCESS", "DNS", "DEAD", "pampa-bodies"}, differs
+    assert all("max_age" in f["state"] for f in differs), differs
+    code, findings = check("--apply")
+    assert code == 0 and any(f["state"].startswith("updated") for f in findings), findings
+    code, findings = check()
+    assert code == 0, findings
+
+    # What a running pampa creates is what the check wants.
+    p.start()
+    p.stop()
+    code, findings = check()
+    assert code == 0, findings
