@@ -5,6 +5,7 @@ this folder."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -66,6 +67,17 @@ def wait_port(port: int, timeout: float = 30) -> None:
     wait_for(accepts, timeout, f"something to listen on port {port}", 0.2)
 
 
+def stop_process(proc: subprocess.Popen | None, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class PampaProcess:
     """One `pampa run ROLE` under a benchmark. Subclasses set `dir` (its work folder),
     `config` (its TOML file) and `metrics_port` before calling `start_role`."""
@@ -85,16 +97,36 @@ class PampaProcess:
         except OSError:
             return 0, ""
 
+    def make_dir(self, work: Path, name: str) -> None:
+        """Sets `name`, its folder `work/name` (created), a port for the role (free for
+        UDP and TCP: DNS binds both), a metrics port and the config file's path (which
+        the subclass writes)."""
+        self.name = name
+        self.dir = work / name
+        self.dir.mkdir()
+        self.port = free_udp_tcp_port()
+        self.metrics_port = free_port()
+        self.config = self.dir / "pampa.toml"
+
+    def cli(self, binary: Path, *args: str) -> str:
+        """`pampa --config FILE ARGS...`'s output; a failure ends the benchmark."""
+        cp = subprocess.run([str(binary), "--config", str(self.config), *args],
+                            capture_output=True, text=True, timeout=600)
+        if cp.returncode != 0:
+            raise SystemExit(f"pampa {' '.join(args)} failed:\n{cp.stdout}{cp.stderr}")
+        return cp.stdout
+
     def tail(self) -> str:
         return (self.dir / "pampa.log").read_text(errors="replace")[-3000:]
 
     def start_role(self, binary: Path, role: str, timeout: float) -> None:
-        """Starts `pampa run ROLE` (logging at warn) and waits for `/readyz`."""
+        """Starts `pampa run ROLE` (logging at warn) and waits for `/readyz`; ROLE "up"
+        starts `pampa up` (every role and the configured stages in one process)."""
         self.log = open(self.dir / "pampa.log", "wb")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
         self.proc = subprocess.Popen(
-            [str(binary), "--config", str(self.config), "run", role],
+            [str(binary), "--config", str(self.config), *(["up"] if role == "up" else ["run", role])],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
 
@@ -117,6 +149,44 @@ class PampaProcess:
             if all(f'{k}="{v}"' in head for k, v in labels.items()):
                 total += float(value)
         return total
+
+
+def start_nats(work: Path, sync: str) -> tuple[subprocess.Popen, str]:
+    """A throwaway single-node nats-server with JetStream, `sync_interval: SYNC` unless
+    SYNC is "default" (NATS's own: fsync every 2 minutes)."""
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = work / "nats.conf"
+    line = f"  sync_interval: {sync}\n" if sync != "default" else ""
+    conf.write_text(f"listen: {LOCALHOST}:{port}\njetstream {{\n  store_dir: \"{work / 'nats'}\"\n{line}}}\n")
+    proc = subprocess.Popen([os.environ.get("PAMPA_NATS_SERVER", "nats-server"), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise SystemExit(f"nats-server exited with {proc.returncode}")
+        try:
+            socket.create_connection((LOCALHOST, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, 30, "nats-server")
+    return proc, f"nats://{LOCALHOST}:{port}"
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of a process (threads of one name summed)."""
+    out: dict[str, float] = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def version(cmd: list[str]) -> str:

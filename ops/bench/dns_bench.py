@@ -44,7 +44,7 @@ import urllib.request
 from pathlib import Path
 
 from benchlib import free_udp_tcp_port as free_port
-from benchlib import PampaProcess, log, version, wait_for
+from benchlib import PampaProcess, stop_process, log, thread_cpu, version, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PAMPA = REPO / "target/release/pampa"
@@ -77,20 +77,6 @@ def proc_cpu(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name of a process (threads of one name summed)."""
-    out: dict[str, float] = {}
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1:text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
 
 
 # ------------------------------------------------------------------ the data --
@@ -239,13 +225,7 @@ class Server:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 60)
 
     def _wait_answers(self, probe: str, qtype: int = 1) -> None:
         """Waits for an answer to `probe`, which must exist: NOERROR, not some default."""
@@ -331,12 +311,7 @@ class Unbound(Server):
 
 class Pampa(PampaProcess, Server):
     def __init__(self, work: Path, name: str, dns_toml: str, query_log: bool = True):
-        self.name = name
-        self.dir = work / name
-        self.dir.mkdir()
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.config = self.dir / "pampa.toml"
+        self.make_dir(work, name)
         self.config.write_text(
             f'data_dir = "{self.dir / "data"}"\n'
             f'[smtp]\nlisten = "{LOCALHOST}:{free_port()}"\n'

@@ -44,7 +44,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchlib import PampaProcess, free_port, log, version, wait_for
+from benchlib import PampaProcess, stop_process, free_port, log, start_nats, version, wait_for
 from benchlib import free_udp_tcp_port as free_udp_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -362,23 +362,13 @@ class Pampa(PampaProcess):
         self.proc: subprocess.Popen | None = None
 
     def cli(self, *args: str) -> str:
-        cp = subprocess.run([str(PAMPA), "--config", str(self.config), *args],
-                            capture_output=True, text=True, timeout=600)
-        if cp.returncode != 0:
-            raise SystemExit(f"pampa {' '.join(args)} failed:\n{cp.stdout}{cp.stderr}")
-        return cp.stdout
+        return super().cli(PAMPA, *args)
 
     def start(self) -> None:
         self.start_role(PAMPA, "radius", 60)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 30)
 
 
 # ------------------------------------------------------------------ measuring --
@@ -493,28 +483,6 @@ GUARANTEE = {
 
 
 POWER_LOSS_DURABLE = {"pampa-embedded", "pampa-js-always"}
-
-
-def start_nats(work: Path, sync: str) -> tuple[subprocess.Popen, str]:
-    work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    conf = work / "nats.conf"
-    line = f"  sync_interval: {sync}\n" if sync != "default" else ""
-    conf.write_text(f"listen: {LOCALHOST}:{port}\njetstream {{\n  store_dir: \"{work / 'nats'}\"\n{line}}}\n")
-    proc = subprocess.Popen([os.environ.get("PAMPA_NATS_SERVER", "nats-server"), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise SystemExit(f"nats-server exited with {proc.returncode}")
-        try:
-            socket.create_connection((LOCALHOST, port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(up, 30, "nats-server")
-    return proc, f"nats://{LOCALHOST}:{port}"
 
 
 def main() -> None:
