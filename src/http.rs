@@ -74,7 +74,7 @@ async fn answer(
     let path = target.split('?').next().unwrap_or("");
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", prometheus.render()),
-        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
+        ("GET", "/healthz" | "/livez") => ("200 OK", "text/plain", "ok\n".to_owned()),
         ("GET", "/readyz") => match ready().await {
             Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
             Err(why) => (

@@ -101,6 +101,16 @@ impl Session {
             );
             return "blocked";
         }
+        // Nothing could be stored while the log is unreachable: say so before the client
+        // sends a body (an MX that greets and then 451s every DATA wastes its bandwidth).
+        if !self.shared.log.is_ready().await {
+            self.reply(
+                421,
+                "4.3.0",
+                "The mail store is unavailable; try again later",
+            );
+            return "not_ready";
+        }
         let greeting = format!("{} ESMTP pampa", self.shared.config.hostname);
         self.reply(220, "", &greeting);
         loop {

@@ -11,6 +11,7 @@ def test_health_and_metrics(harness):
     p.start()
 
     assert p.http_status("/healthz") == 200
+    assert p.http_status("/livez") == 200
     assert p.http_status("/readyz") == 200
 
     marker, _ = p.send("sender@remote.test", ["alice@example.org"])
