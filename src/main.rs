@@ -8,6 +8,7 @@ mod events;
 mod feedback;
 mod http;
 mod lists;
+mod migrate;
 mod nas;
 mod plot;
 mod radius_directory;
@@ -133,6 +134,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Print the events of one subject (`access.acct`, `mail.>` …) from the log.
     Events(events::EventsArgs),
+    /// Copy the embedded log (events, bodies, consumer positions) into NATS JetStream.
+    MigrateLog(migrate::MigrateArgs),
     /// Check the NATS JetStream streams, bucket and consumers against the configuration.
     Streams {
         #[command(subcommand)]
@@ -213,6 +216,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Audit(args) => audit::audit(&config, &args).await,
         Command::Events(args) => events::events(&config, &args).await,
         Command::Streams { action } => streams::streams(&config, action).await,
+        Command::MigrateLog(args) => migrate::migrate_log(&config, &args).await,
         Command::Dns { action } => dns_cli::dns(&config, &action).await,
         Command::Sessions(args) => sessions::sessions(&config, &args).await,
         Command::Usage(args) => sessions::usage(&config, &args).await,

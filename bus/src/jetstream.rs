@@ -215,20 +215,71 @@ impl JetStreamLog {
             .collect()
     }
 
-    /// See [`crate::EventLog::consumer`].
-    pub async fn consumer(&self, spec: ConsumerSpec) -> Result<JetStreamConsumer, BusError> {
+    /// The stream that holds a consumer's subjects.
+    async fn stream_of(&self, spec: &ConsumerSpec) -> Result<jetstream::stream::Stream, BusError> {
         let stream_name = stream_for(&spec.filter)
             .ok_or_else(|| BusError::Config(format!("no stream holds subject {}", spec.filter)))?;
-        let stream = self
+        self.context
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| unavailable(&format!("cannot open stream {stream_name}"), e))
+    }
+
+    /// See [`crate::EventLog::consumer`].
+    pub async fn consumer(&self, spec: ConsumerSpec) -> Result<JetStreamConsumer, BusError> {
+        let stream = self.stream_of(&spec).await?;
+        let mut config = consumer_config(&spec);
+        // Where an existing consumer started is its own (`pampa migrate-log` starts one
+        // after what the embedded log's consumer had done); the server refuses to change it.
+        if let Ok(info) = stream.consumer_info(&spec.name).await {
+            config.deliver_policy = info.config.deliver_policy;
+        }
+        let consumer = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| unavailable(&format!("cannot create consumer {}", spec.name), e))?;
+        Ok(JetStreamConsumer { consumer, spec })
+    }
+
+    /// Creates the durable consumer of `spec` starting at stream sequence `start` (the
+    /// first event it has not done), for `pampa migrate-log`.
+    pub async fn create_consumer_at(
+        &self,
+        spec: &ConsumerSpec,
+        start: u64,
+    ) -> Result<(), BusError> {
+        let stream = self.stream_of(spec).await?;
+        let mut config = consumer_config(spec);
+        config.deliver_policy = DeliverPolicy::ByStartSequence {
+            start_sequence: start.max(1),
+        };
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| unavailable(&format!("cannot create consumer {}", spec.name), e))?;
+        Ok(())
+    }
+
+    /// Events stored in the stream holding `subject` (0 for a stream that does not exist).
+    pub async fn stream_messages(&self, stream_name: &str) -> Result<u64, BusError> {
+        match self.context.get_stream(stream_name).await {
+            Ok(stream) => Ok(stream.cached_info().state.messages),
+            Err(_) => Ok(0),
+        }
+    }
+
+    /// The last sequence of a stream (0 when empty).
+    pub async fn last_sequence(&self, stream_name: &str) -> Result<u64, BusError> {
+        let mut stream = self
             .context
             .get_stream(stream_name)
             .await
             .map_err(|e| unavailable(&format!("cannot open stream {stream_name}"), e))?;
-        let consumer = stream
-            .create_consumer(consumer_config(&spec))
+        let info = stream
+            .info()
             .await
-            .map_err(|e| unavailable(&format!("cannot create consumer {}", spec.name), e))?;
-        Ok(JetStreamConsumer { consumer, spec })
+            .map_err(|e| unavailable(&format!("cannot read stream {stream_name}"), e))?;
+        Ok(info.state.last_sequence)
     }
 
     /// See [`crate::EventLog::replay_stream`]. Uses an ordered consumer, which leaves no
