@@ -70,6 +70,10 @@ enum Command {
     Run {
         /// The role to run.
         role: Role,
+        /// Serve /metrics, /livez and /readyz here instead of `[metrics] listen`, so the
+        /// processes of one machine can share one configuration file.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Manage local domains.
     Domain {
@@ -204,7 +208,16 @@ async fn dispatch(cli: Cli) -> Result<()> {
     let config = config::Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Up => roles::up(config).await,
-        Command::Run { role } => roles::run(config, role).await,
+        Command::Run {
+            role,
+            metrics_listen,
+        } => {
+            let mut config = config;
+            if let Some(listen) = metrics_listen {
+                config.metrics.listen = listen;
+            }
+            roles::run(config, role).await
+        }
         Command::Domain { action } => admin::domain(&config, action).await,
         Command::User { action } => admin::user(&config, action).await,
         Command::Dead { action } => admin::dead(&config, action).await,

@@ -701,3 +701,29 @@ def test_streams_check_says_what_differs_and_apply_makes_it_so(harness):
     p.stop()
     code, findings = check()
     assert code == 0, findings
+
+
+def test_run_metrics_listen_overrides_the_config(harness):
+    """`pampa run ROLE --metrics-listen ADDR`: the processes of one machine can share one
+    configuration file, each with its own metrics address."""
+    p = harness.pampa()
+    port = free_port()
+    proc = subprocess.Popen(
+        [p.binary, "--config", str(p.config_path), "run", "dns", "--metrics-listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def live() -> bool:
+            try:
+                with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                    f"http://127.0.0.1:{port}/livez", timeout=1
+                ) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for(live, 30, "the dns role's /livez on --metrics-listen")
+        assert p.http_status("/livez") == 0, "the config's own metrics address answered too"
+    finally:
+        proc.terminate()
+        proc.wait(20)
