@@ -17,7 +17,8 @@ use std::{
 };
 
 use pampa_schemas::{new_id, subjects};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
 
 use crate::{metrics, ConsumerSpec, Delivery, EventLog, OutgoingEvent, StoredEvent};
 
@@ -114,9 +115,25 @@ impl<H: Handler> Runner<H> {
             }
         };
         tracing::info!(stage = %name, filter = %self.spec.filter, "Stage is consuming.");
+        // Up to `concurrency` inputs in work at once, each on its own task: a slot freed
+        // is refilled by the next fetch, so one slow input (a big scan, a DNS timeout)
+        // holds one slot, not the whole batch it came with.
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let this = Arc::new(self);
         while !*shutdown.borrow() {
+            // Wait for a free slot (or shutdown); fetch only as many as are free.
+            let free = match slots.available_permits() {
+                0 => tokio::select! {
+                    permit = slots.acquire() => {
+                        drop(permit);
+                        continue;
+                    }
+                    _ = shutdown.changed() => break,
+                },
+                n => n,
+            };
             let batch = tokio::select! {
-                batch = consumer.fetch(self.concurrency, Duration::from_secs(1)) => batch,
+                batch = consumer.fetch(free, Duration::from_secs(1)) => batch,
                 _ = shutdown.changed() => break,
             };
             let batch = match batch {
@@ -130,19 +147,31 @@ impl<H: Handler> Runner<H> {
             let Some(last) = batch.last() else { continue };
             ::metrics::gauge!(metrics::CONSUMER_LAG, "consumer" => name.clone())
                 .set(last.pending as f64);
-            futures::future::join_all(batch.into_iter().map(|d| self.handle(d))).await;
+            for delivery in batch {
+                // Never waits: the fetch took no more than the free slots.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let this = this.clone();
+                tokio::spawn(async move {
+                    this.handle(delivery).await;
+                    drop(slot);
+                });
+            }
         }
+        // Let the inputs in work finish (their acks or naks), as the batch did before.
+        let _ = slots.acquire_many(this.concurrency as u32).await;
         tracing::info!(stage = %name, "Stage stopped.");
     }
 
     async fn handle(&self, delivery: Delivery) {
         let stage = self.spec.name.as_str();
         let span = tracing::debug_span!("stage", stage, event_id = %delivery.event.id);
-        let _enter = span.enter();
         let started = Instant::now();
         let result = self
             .handler
             .process(&delivery.event, delivery.attempt)
+            .instrument(span)
             .await;
         ::metrics::histogram!(metrics::STAGE_DURATION_SECONDS, "stage" => stage.to_owned())
             .record(started.elapsed().as_secs_f64());

@@ -151,6 +151,7 @@ contract!(
     nak_redelivers_after_the_delay,
     runner_dead_letters_after_max_deliver_and_retry_requeues,
     permanent_errors_go_straight_to_dead_letters,
+    a_slow_input_holds_one_slot_not_the_batch,
     replay_reads_from_a_start_time,
     blobs_round_trip_and_missing_is_an_error,
 );
@@ -524,6 +525,66 @@ async fn runner_dead_letters_after_max_deliver_and_retry_requeues(b: Backend) {
 
 async fn permanent_errors_go_straight_to_dead_letters(b: Backend) {
     dead_letter_flow(b, true).await;
+}
+
+/// Takes `slow` seconds over the input with id "slow", none over the others.
+struct SlowOnOne {
+    slow: Duration,
+}
+
+impl Handler for SlowOnOne {
+    fn name(&self) -> &str {
+        "slow_on_one"
+    }
+    async fn process(
+        &self,
+        event: &StoredEvent,
+        _attempt: u32,
+    ) -> Result<Vec<OutgoingEvent>, HandlerError> {
+        if event.id == "slow" {
+            tokio::time::sleep(self.slow).await;
+        }
+        Ok(vec![event_out(event)])
+    }
+}
+
+/// With two slots, a slow input and the fast ones fetched with it: the fast ones are all
+/// done long before the slow one (a runner that waits for whole batches would hold the
+/// fast ones behind it).
+async fn a_slow_input_holds_one_slot_not_the_batch(b: Backend) {
+    b.log
+        .publish(&event("mail.received", "slow", "x"))
+        .await
+        .unwrap();
+    for i in 0..6 {
+        b.log
+            .publish(&event("mail.received", &format!("fast-{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    let (stop, shutdown) = watch::channel(false);
+    let runner = Runner::new(
+        b.log.clone(),
+        SlowOnOne {
+            slow: Duration::from_secs(8),
+        },
+        "mail.received",
+        &b.config,
+    )
+    .concurrency(2);
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(runner.run(shutdown));
+    let done = wait_for_events(&b.log, "mail.done", 6).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the fast inputs took {:?}: they waited for the slow one",
+        started.elapsed()
+    );
+    assert!(done.iter().all(|e| e.id.starts_with("fast-")));
+    // Shutdown lets the slow one finish, and its output is stored.
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(wait_for_events(&b.log, "mail.done", 7).await.len(), 7);
 }
 
 async fn replay_reads_from_a_start_time(b: Backend) {
