@@ -15,7 +15,7 @@ use chrono::DateTime;
 use clap::Args;
 use futures::TryStreamExt;
 use pampa_bus::{
-    jetstream::stream_for, BusConfig, ConsumerSpec, EventLog, OutgoingEvent, StoredEvent,
+    jetstream::stream_for, BusConfig, BusError, ConsumerSpec, EventLog, OutgoingEvent, StoredEvent,
 };
 use pampa_schemas::{decode, subjects, Event, MailReceived};
 
@@ -70,8 +70,25 @@ pub async fn migrate_log(config: &Config, args: &MigrateArgs) -> Result<()> {
     }
 
     let positions = embedded.consumer_positions().await?;
+    // JetStream cannot start a consumer with some events after its start already acked:
+    // a consumer with deliveries in work would redo everything after the oldest one, as
+    // first tries. So the stages must be idle first.
+    let busy: Vec<String> = positions
+        .iter()
+        .filter(|p| p.pending > 0)
+        .map(|p| format!("{} ({} from sequence {})", p.name, p.pending, p.resume_at))
+        .collect();
+    if !busy.is_empty() {
+        bail!(
+            "stages still have deliveries in work or waiting for a retry: {}. Start pampa \
+             without SMTP traffic until `pampa audit` says nothing is in flight and \
+             `pampa dead list` is what you expect, stop it, and run migrate-log again",
+            busy.join(", ")
+        );
+    }
     let mut copied = 0u64;
     let mut bodies = 0u64;
+    let mut gone = 0u64;
     // Per stream: embedded sequence -> JetStream sequence, for the consumers' starts.
     let mut starts: BTreeMap<&str, BTreeMap<u64, u64>> = BTreeMap::new();
     for (stream, filter) in subjects::STREAMS {
@@ -91,8 +108,10 @@ pub async fn migrate_log(config: &Config, args: &MigrateArgs) -> Result<()> {
             if batch.len() == BATCH || (done && !batch.is_empty()) {
                 for event in &batch {
                     if event.subject == MailReceived::EVENT_TYPE {
-                        copy_body(&source, &target, event).await?;
-                        bodies += 1;
+                        match copy_body(&source, &target, event).await? {
+                            true => bodies += 1,
+                            false => gone += 1,
+                        }
                     }
                 }
                 let outgoing: Vec<OutgoingEvent> = batch
@@ -155,22 +174,36 @@ pub async fn migrate_log(config: &Config, args: &MigrateArgs) -> Result<()> {
         config.data_dir.join("log").display(),
         args.to
     );
+    if gone > 0 {
+        println!(
+            "{gone} bodies were already gone (retention, or unreadable): their events are \
+             copied, and reading those bodies fails as it did before."
+        );
+    }
     println!("Now set [bus] url = \"{}\" and start pampa.", args.to);
     Ok(())
 }
 
-/// Copies the body of a `mail.received` event and checks it arrived as claimed.
-async fn copy_body(source: &EventLog, target: &EventLog, event: &StoredEvent) -> Result<()> {
+/// Copies the body of a `mail.received` event and checks it arrived as claimed; `false`
+/// when the source no longer has a readable body (retention purged it, or it is corrupt):
+/// the event is still worth copying.
+async fn copy_body(source: &EventLog, target: &EventLog, event: &StoredEvent) -> Result<bool> {
     let received = decode::<MailReceived>(&event.payload)
         .with_context(|| format!("event {} is not a readable mail.received", event.id))?;
     let blob = &received.payload.blob;
-    let bytes = source
-        .get_blob(blob)
-        .await
-        .with_context(|| format!("the body of {} cannot be read", event.id))?;
+    let bytes = match source.get_blob(blob).await {
+        Ok(bytes) => bytes,
+        Err(e @ (BusError::BlobMissing(_) | BusError::BlobCorrupt { .. })) => {
+            tracing::warn!(event_id = %event.id, error = %e, "Body not copied.");
+            return Ok(false);
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("the body of {} cannot be read", event.id))
+        }
+    };
     let stored = target.put_blob(&blob.key, &bytes).await?;
     if stored.sha256 != blob.sha256 {
         bail!("the body of {} changed on the way", event.id);
     }
-    Ok(())
+    Ok(true)
 }

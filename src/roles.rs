@@ -71,6 +71,8 @@ struct Tasks {
     probes: Vec<http::ReadinessCheck>,
     /// What `POST /-/reload` and SIGHUP reload (the DNS zones), if a role here has files.
     reload: Option<http::ReloadAction>,
+    /// SIGHUPs, from the moment the process starts its roles.
+    hangups: Option<tokio::signal::unix::Signal>,
 }
 
 impl Tasks {
@@ -80,6 +82,9 @@ impl Tasks {
             shutdown: shutdown_signal(),
             probes: Vec::new(),
             reload: None,
+            // Listening from the start replaces SIGHUP's default action (ending the
+            // process) while the roles are still starting; `handle_sighup` reads it.
+            hangups: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
         }
     }
 }
@@ -325,8 +330,7 @@ fn describe_reload(report: &ReloadReport) -> String {
 /// does not restart it. Where the dns role runs it reloads the zones, as name servers
 /// do; elsewhere it is logged and ignored.
 fn handle_sighup(tasks: &mut Tasks) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
+    let Some(mut hangups) = tasks.hangups.take() else {
         tracing::warn!("Cannot listen for SIGHUP; `pampa dns reload` still works.");
         return;
     };
@@ -498,8 +502,8 @@ async fn wait(mut tasks: Tasks) {
 
 /// `pampa up`: every role in one process.
 pub async fn up(config: Config) -> Result<()> {
-    let backends = open_backends(&config).await?;
     let mut tasks = Tasks::new();
+    let backends = open_backends(&config).await?;
     for stage in &config.pipeline.stages {
         start_stage(&config, &backends, *stage, &mut tasks).await?;
     }
@@ -573,13 +577,13 @@ pub async fn up(config: Config) -> Result<()> {
 
 /// `pampa run ROLE`: one role in this process.
 pub async fn run(config: Config, role: Role) -> Result<()> {
+    let mut tasks = Tasks::new();
     let backends = open_backends(&config).await?;
     if matches!(backends.log, EventLog::Embedded(_)) {
         tracing::warn!(
             "The embedded log serves one process; several `pampa run` processes need NATS."
         );
     }
-    let mut tasks = Tasks::new();
     let mut radius = None;
     let ingest = match role {
         Role::Ingest => Some(start_ingest(&config, &backends, &mut tasks).await?),

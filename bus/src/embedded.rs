@@ -465,24 +465,31 @@ pub struct ConsumerPosition {
     /// The first sequence it has not acked: its oldest pending delivery, else the one
     /// after its cursor. Everything below is done.
     pub resume_at: u64,
+    /// Deliveries handed out and not acked yet (in work, or waiting for a retry).
+    pub pending: u64,
 }
 
 impl EmbeddedLog {
     /// Every durable consumer's position.
     pub async fn consumer_positions(&self) -> Result<Vec<ConsumerPosition>, BusError> {
-        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT c.name, c.filter, c.cursor, (SELECT MIN(p.seq) FROM pending p WHERE p.consumer = c.name) \
+        let rows: Vec<(String, String, i64, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT c.name, c.filter, c.cursor, \
+             (SELECT MIN(p.seq) FROM pending p WHERE p.consumer = c.name), \
+             (SELECT COUNT(*) FROM pending p WHERE p.consumer = c.name) \
              FROM consumers c ORDER BY c.name",
         )
         .fetch_all(&self.inner.reader)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(name, filter, cursor, oldest_pending)| ConsumerPosition {
-                name,
-                filter,
-                resume_at: oldest_pending.unwrap_or(cursor + 1).max(1) as u64,
-            })
+            .map(
+                |(name, filter, cursor, oldest_pending, pending)| ConsumerPosition {
+                    name,
+                    filter,
+                    resume_at: oldest_pending.unwrap_or(cursor + 1).max(1) as u64,
+                    pending: pending.max(0) as u64,
+                },
+            )
             .collect())
     }
 }

@@ -12,10 +12,12 @@
 
 use std::{
     future::Future,
+    panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use futures::FutureExt;
 use pampa_schemas::{new_id, subjects};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
@@ -165,14 +167,33 @@ impl<H: Handler> Runner<H> {
     }
 
     async fn handle(&self, delivery: Delivery) {
+        let span = tracing::debug_span!(
+            "stage",
+            stage = self.spec.name.as_str(),
+            event_id = %delivery.event.id
+        );
+        self.settle(delivery).instrument(span).await
+    }
+
+    /// Processes one input and settles it: publish and ack, nak, or dead-letter.
+    async fn settle(&self, delivery: Delivery) {
         let stage = self.spec.name.as_str();
-        let span = tracing::debug_span!("stage", stage, event_id = %delivery.event.id);
         let started = Instant::now();
-        let result = self
-            .handler
-            .process(&delivery.event, delivery.attempt)
-            .instrument(span)
-            .await;
+        // A handler that panics fails this input for good (it would panic again), rather
+        // than dropping it unsettled to come back after every ack wait forever.
+        let result = AssertUnwindSafe(self.handler.process(&delivery.event, delivery.attempt))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                Err(HandlerError::Permanent(
+                    format!("the handler panicked: {what}").into(),
+                ))
+            });
         ::metrics::histogram!(metrics::STAGE_DURATION_SECONDS, "stage" => stage.to_owned())
             .record(started.elapsed().as_secs_f64());
         let outcome = match result {

@@ -141,6 +141,9 @@ pub async fn check(
         let state = match stream.consumer_info(&spec.name).await {
             Ok(info) => {
                 let diff = consumer_diff(&info.config, &want);
+                // Where it started is its own (migrate-log's start), and unchangeable.
+                let mut want = want.clone();
+                want.deliver_policy = info.config.deliver_policy;
                 settle(diff, apply, || async {
                     stream
                         .create_consumer(want.clone())

@@ -152,6 +152,7 @@ contract!(
     runner_dead_letters_after_max_deliver_and_retry_requeues,
     permanent_errors_go_straight_to_dead_letters,
     a_slow_input_holds_one_slot_not_the_batch,
+    a_panicking_handler_dead_letters_its_input,
     replay_reads_from_a_start_time,
     blobs_round_trip_and_missing_is_an_error,
 );
@@ -585,6 +586,41 @@ async fn a_slow_input_holds_one_slot_not_the_batch(b: Backend) {
     stop.send(true).unwrap();
     task.await.unwrap();
     assert_eq!(wait_for_events(&b.log, "mail.done", 7).await.len(), 7);
+}
+
+/// Panics on every input.
+struct Panics;
+
+impl Handler for Panics {
+    fn name(&self) -> &str {
+        "panics"
+    }
+    async fn process(
+        &self,
+        _event: &StoredEvent,
+        _attempt: u32,
+    ) -> Result<Vec<OutgoingEvent>, HandlerError> {
+        panic!("a bug in the stage")
+    }
+}
+
+/// A panic fails the input for good, into dead letters, and the stage goes on (instead
+/// of the input coming back after every ack wait, forever).
+async fn a_panicking_handler_dead_letters_its_input(b: Backend) {
+    b.log
+        .publish(&event("mail.received", "boom", "x"))
+        .await
+        .unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let task =
+        tokio::spawn(Runner::new(b.log.clone(), Panics, "mail.received", &b.config).run(shutdown));
+    let dead = wait_for_events(&b.log, "dead.panics", 1).await;
+    assert!(dead[0]
+        .header("Dead-Reason")
+        .unwrap()
+        .contains("panicked: a bug in the stage"));
+    stop.send(true).unwrap();
+    task.await.unwrap();
 }
 
 async fn replay_reads_from_a_start_time(b: Backend) {
