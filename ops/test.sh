@@ -58,8 +58,9 @@ deb_installed() {
 
 missing_debs=()
 # gcc and libc6-dev: the C parts of the build (ring, the bundled SQLite, mimalloc).
-# prometheus: for promtool, which checks ops/prometheus (tests/e2e/test_ops.py).
-for pkg in gcc libc6-dev mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns prometheus; do
+# prometheus: for promtool, which checks ops/prometheus; systemd: systemd-analyze, which
+# verifies ops/systemd (tests/e2e/test_ops.py). Neither service is started here.
+for pkg in gcc libc6-dev mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns prometheus systemd; do
     deb_installed "$pkg" || missing_debs+=("$pkg")
 done
 # pip, when the python3 on PATH has none (Debian's own python3 ships without it).

@@ -154,12 +154,7 @@ pub async fn migrate_log(config: &Config, args: &MigrateArgs) -> Result<()> {
             Some(&seq) => seq,
             None => jetstream.last_sequence(stream).await? + 1,
         };
-        let spec = ConsumerSpec {
-            name: position.name.clone(),
-            filter: position.filter.clone(),
-            max_deliver: config.bus.max_deliver.max(1),
-            ack_wait: config.bus.ack_wait,
-        };
+        let spec = ConsumerSpec::new(&position.name, &position.filter, &config.bus);
         jetstream
             .create_consumer_at(&spec, start)
             .await

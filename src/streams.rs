@@ -82,12 +82,7 @@ pub async fn streams(config: &Config, action: StreamsAction) -> Result<()> {
 /// The durable consumers the configured roles read through: each pipeline stage, deliver
 /// and the deliver of recovered mail.
 fn expected_consumers(config: &Config) -> Vec<ConsumerSpec> {
-    let spec = |name: &str, filter: &str| ConsumerSpec {
-        name: name.to_owned(),
-        filter: filter.to_owned(),
-        max_deliver: config.bus.max_deliver.max(1),
-        ack_wait: config.bus.ack_wait,
-    };
+    let spec = |name: &str, filter: &str| ConsumerSpec::new(name, filter, &config.bus);
     let mut specs: Vec<ConsumerSpec> = config
         .pipeline
         .stages

@@ -260,12 +260,14 @@ impl JetStreamLog {
         Ok(())
     }
 
-    /// Events stored in the stream holding `subject` (0 for a stream that does not exist).
+    /// Events stored in a stream.
     pub async fn stream_messages(&self, stream_name: &str) -> Result<u64, BusError> {
-        match self.context.get_stream(stream_name).await {
-            Ok(stream) => Ok(stream.cached_info().state.messages),
-            Err(_) => Ok(0),
-        }
+        let stream = self
+            .context
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| unavailable(&format!("cannot open stream {stream_name}"), e))?;
+        Ok(stream.cached_info().state.messages)
     }
 
     /// The last sequence of a stream (0 when empty).

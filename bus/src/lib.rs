@@ -54,6 +54,19 @@ pub struct ConsumerSpec {
     pub ack_wait: Duration,
 }
 
+impl ConsumerSpec {
+    /// The consumer `name` reading `filter`, with the retry limits of `config`: what the
+    /// stage runner opens, and what `pampa streams check` and `migrate-log` expect.
+    pub fn new(name: &str, filter: &str, config: &BusConfig) -> Self {
+        ConsumerSpec {
+            name: name.to_owned(),
+            filter: filter.to_owned(),
+            max_deliver: config.max_deliver.max(1),
+            ack_wait: config.ack_wait,
+        }
+    }
+}
+
 /// The event log, on one of its two backends.
 #[derive(Clone)]
 pub enum EventLog {

@@ -79,12 +79,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 impl<H: Handler> Runner<H> {
     /// A runner reading `filter` through a durable consumer named after the handler.
     pub fn new(log: EventLog, handler: H, filter: &str, config: &crate::BusConfig) -> Self {
-        let spec = ConsumerSpec {
-            name: handler.name().to_owned(),
-            filter: filter.to_owned(),
-            max_deliver: config.max_deliver.max(1),
-            ack_wait: config.ack_wait,
-        };
+        let spec = ConsumerSpec::new(handler.name(), filter, config);
         Runner {
             log,
             handler: Arc::new(handler),

@@ -5,7 +5,6 @@ redoing any work, and a second copy into the same streams is refused."""
 from __future__ import annotations
 
 import json
-import time
 
 from conftest import wait_for
 
@@ -44,7 +43,13 @@ def test_migrate_log_moves_history_bodies_and_positions_to_jetstream(harness):
     # The stages start after what they had done: nothing is delivered again...
     new, _ = p.send(SENDER, [ALICE], "after the move")
     p.wait_delivered(ALICE, new)
-    time.sleep(1)
+
+    def settled():
+        report = json.loads(p.cli("audit", "--json", check=False).stdout or "{}")
+        return report if report.get("in_flight") == 0 else None
+
+    report = wait_for(settled, 30, "every copy to reach a terminal state")
+    assert report["missing"] == 0 and report["duplicated"] == 0, report
     for marker in old + [new]:
         assert len(p.copies(ALICE, marker)) == 1, marker
     # ...and the moved history still answers for an old message.
