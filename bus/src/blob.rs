@@ -1,4 +1,6 @@
-//! The claim-check store for message bodies on local disk (the embedded backend).
+//! Claim checks for message bodies, and the file store for the embedded log's bodies
+//! that are too large to keep in the log itself (see `embedded::INLINE_BODY_MAX`; older
+//! logs kept every body here, and are still read).
 //!
 //! Bodies are written to a temporary file, fsynced, renamed into place and the directory
 //! fsynced, so a body that ingest acknowledged survives power loss.

@@ -10,7 +10,9 @@
 //!   duplicate, as on JetStream (the window is kept in memory: see [`recent`]);
 //! - **durable consumers**: a cursor per consumer, plus a `pending` row per handed-out
 //!   event that stays until it is acked, so a crash before the ack redelivers it;
-//! - **retention**: events older than `max_age` are purged, like JetStream's limits policy.
+//! - **retention**: events older than `max_age` are purged, like JetStream's limits policy;
+//! - **bodies**: stored in the log, in the transaction of the event that carries their
+//!   claim check (large ones as files: [`INLINE_BODY_MAX`]).
 //!
 //! A SQLite log serves one process: several `pampa` processes must share JetStream.
 
@@ -23,7 +25,7 @@ use std::{
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures::{stream::BoxStream, StreamExt, TryStreamExt};
-use pampa_schemas::subjects;
+use pampa_schemas::{subjects, BlobRef};
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
     Connection, Row, SqliteConnection, SqlitePool,
@@ -78,7 +80,25 @@ CREATE TABLE IF NOT EXISTS pending (
     visible_at INTEGER NOT NULL,
     PRIMARY KEY (consumer, seq)
 );
+CREATE TABLE IF NOT EXISTS bodies (
+    key       TEXT    NOT NULL UNIQUE,
+    bytes     BLOB    NOT NULL,
+    stored_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bodies_stored_at ON bodies (stored_at);
 "#;
+
+/// Bodies up to this size are stored in the log itself, in the transaction of the event
+/// that carries their claim check; larger ones are files beside it ([`FileBlobStore`]).
+///
+/// Why: a body as a file cost a file create, two fsyncs (the data, then the directory
+/// entry) and then the log's own fsync for the event, one after the other, for every
+/// message; that was most of ingest's time per message (`ops/bench/smtp.sh`). In the
+/// log, the body shares the group commit's one fsync with every other message of the
+/// group, and body and event become durable together. SQLite reads blobs of this size
+/// from its pages about as fast as from a file of their own; far larger ones are better
+/// as files, and would hold up the group commit of everyone else while they are copied.
+pub const INLINE_BODY_MAX: usize = 256 * 1024;
 
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -111,8 +131,21 @@ enum Settle {
     Progress(Duration),
 }
 
+/// A message body to store in the log, under its claim check's key.
+struct Body {
+    key: String,
+    bytes: Vec<u8>,
+}
+
 enum Command {
-    Publish(OutgoingEvent, oneshot::Sender<Result<PublishAck, BusError>>),
+    /// One event, with the body it carries the claim check of, if that is stored with it.
+    Publish(
+        OutgoingEvent,
+        Option<Body>,
+        oneshot::Sender<Result<PublishAck, BusError>>,
+    ),
+    /// A body alone, answered once it is durable.
+    PutBody(Body, oneshot::Sender<Result<(), BusError>>),
     /// Many events with one answer: one command, so one slot in the writer's batch and
     /// one wake-up of the caller, however many events it carries.
     PublishBatch(
@@ -126,7 +159,8 @@ enum Command {
         oneshot::Sender<Result<Vec<(StoredEvent, u32)>, BusError>>,
     ),
     Settle(String, i64, Settle, oneshot::Sender<Result<(), BusError>>),
-    Purge(i64, oneshot::Sender<Result<u64, BusError>>),
+    /// Removes events and bodies stored before a time; answers how many of each went.
+    Purge(i64, oneshot::Sender<Result<(u64, u64), BusError>>),
 }
 
 fn now_ms() -> i64 {
@@ -190,8 +224,8 @@ fn stored_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, sqlx::E
 }
 
 impl EmbeddedLog {
-    /// Opens (creating if needed) the log under `data_dir/log/` and its blobs under
-    /// `data_dir/blobs/`. A [`Mode::Server`] takes over from the process before it: the
+    /// Opens (creating if needed) the log under `data_dir/log/`, with its bodies inside it
+    /// and the large ones under `data_dir/blobs/`. A [`Mode::Server`] takes over from the process before it: the
     /// events that process left in flight are handed out again at once, and it purges by
     /// retention. A [`Mode::Tool`] (the CLI beside a running server) does neither.
     pub async fn open(data_dir: &Path, config: &BusConfig, mode: Mode) -> Result<Self, BusError> {
@@ -283,9 +317,9 @@ impl EmbeddedLog {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(ms)
             .unwrap_or(0);
-        let events = self.call(|reply| Command::Purge(cutoff_ms, reply)).await?;
-        let blobs = self.inner.blobs.purge_older_than(cutoff).await?;
-        Ok((events, blobs))
+        let (events, bodies) = self.call(|reply| Command::Purge(cutoff_ms, reply)).await?;
+        let files = self.inner.blobs.purge_older_than(cutoff).await?;
+        Ok((events, bodies + files))
     }
 
     async fn call<T>(
@@ -305,8 +339,53 @@ impl EmbeddedLog {
 
     /// See [`crate::EventLog::publish`].
     pub async fn publish(&self, event: &OutgoingEvent) -> Result<PublishAck, BusError> {
-        self.call(|reply| Command::Publish(event.clone(), reply))
+        self.call(|reply| Command::Publish(event.clone(), None, reply))
             .await
+    }
+
+    /// See [`crate::EventLog::publish_with_body`]: a body up to [`INLINE_BODY_MAX`] goes
+    /// into the event's own transaction, a larger one to a file first.
+    pub async fn publish_with_body(
+        &self,
+        event: &OutgoingEvent,
+        blob: &BlobRef,
+        bytes: &[u8],
+    ) -> Result<PublishAck, BusError> {
+        if bytes.len() > INLINE_BODY_MAX {
+            self.inner.blobs.put(blob, bytes).await?;
+            return self.publish(event).await;
+        }
+        let body = Body {
+            key: blob.key.clone(),
+            bytes: bytes.to_vec(),
+        };
+        self.call(|reply| Command::Publish(event.clone(), Some(body), reply))
+            .await
+    }
+
+    /// Stores a body durably: see [`EmbeddedLog::publish_with_body`] for where.
+    pub async fn put_blob(&self, blob: &BlobRef, bytes: &[u8]) -> Result<(), BusError> {
+        if bytes.len() > INLINE_BODY_MAX {
+            return self.inner.blobs.put(blob, bytes).await;
+        }
+        let body = Body {
+            key: blob.key.clone(),
+            bytes: bytes.to_vec(),
+        };
+        self.call(|reply| Command::PutBody(body, reply)).await
+    }
+
+    /// Reads a body: from the log, else from its file (a large body, or one stored
+    /// before bodies moved into the log).
+    pub async fn get_blob(&self, key: &str) -> Result<Vec<u8>, BusError> {
+        let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT bytes FROM bodies WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.inner.reader)
+            .await?;
+        match stored {
+            Some(bytes) => Ok(bytes),
+            None => self.inner.blobs.get(key).await,
+        }
     }
 
     /// See [`crate::EventLog::publish_batch`]: one writer command, so one transaction
@@ -383,11 +462,6 @@ impl EmbeddedLog {
             }
         });
         pages.try_flatten().boxed()
-    }
-
-    /// The body store.
-    pub fn blobs(&self) -> &FileBlobStore {
-        &self.inner.blobs
     }
 }
 
@@ -521,6 +595,8 @@ impl EmbeddedAck {
 
 enum Reply {
     Publish(oneshot::Sender<Result<PublishAck, BusError>>, PublishAck),
+    /// A body stored: answered, like a publish, only after the fsync.
+    BodyStored(oneshot::Sender<Result<(), BusError>>),
     PublishBatch(
         oneshot::Sender<Result<Vec<PublishAck>, BusError>>,
         Vec<PublishAck>,
@@ -530,19 +606,23 @@ enum Reply {
         oneshot::Sender<Result<Vec<(StoredEvent, u32)>, BusError>>,
         Vec<(StoredEvent, u32)>,
     ),
-    Purge(oneshot::Sender<Result<u64, BusError>>, u64),
+    Purge(oneshot::Sender<Result<(u64, u64), BusError>>, (u64, u64)),
 }
 
 impl Reply {
+    /// Whether the caller must wait for the fsync: it was told something is durable.
     fn is_publish(&self) -> bool {
-        matches!(self, Reply::Publish(..) | Reply::PublishBatch(..))
+        matches!(
+            self,
+            Reply::Publish(..) | Reply::PublishBatch(..) | Reply::BodyStored(..)
+        )
     }
     fn send_ok(self) {
         // A caller that went away no longer needs its answer.
         let _ = match self {
             Reply::Publish(tx, ack) => tx.send(Ok(ack)).is_ok(),
             Reply::PublishBatch(tx, acks) => tx.send(Ok(acks)).is_ok(),
-            Reply::Unit(tx) => tx.send(Ok(())).is_ok(),
+            Reply::Unit(tx) | Reply::BodyStored(tx) => tx.send(Ok(())).is_ok(),
             Reply::Fetch(tx, batch) => tx.send(Ok(batch)).is_ok(),
             Reply::Purge(tx, n) => tx.send(Ok(n)).is_ok(),
         };
@@ -552,7 +632,7 @@ impl Reply {
         let _ = match self {
             Reply::Publish(tx, _) => tx.send(Err(err())).is_ok(),
             Reply::PublishBatch(tx, _) => tx.send(Err(err())).is_ok(),
-            Reply::Unit(tx) => tx.send(Err(err())).is_ok(),
+            Reply::Unit(tx) | Reply::BodyStored(tx) => tx.send(Err(err())).is_ok(),
             Reply::Fetch(tx, _) => tx.send(Err(err())).is_ok(),
             Reply::Purge(tx, _) => tx.send(Err(err())).is_ok(),
         };
@@ -565,7 +645,8 @@ impl Command {
         let err = || BusError::Unavailable(error.to_owned());
         // A caller that went away no longer needs its answer.
         let _ = match self {
-            Command::Publish(_, tx) => tx.send(Err(err())).is_ok(),
+            Command::Publish(_, _, tx) => tx.send(Err(err())).is_ok(),
+            Command::PutBody(_, tx) => tx.send(Err(err())).is_ok(),
             Command::PublishBatch(_, tx) => tx.send(Err(err())).is_ok(),
             Command::Register(_, tx) => tx.send(Err(err())).is_ok(),
             Command::Fetch(_, _, tx) => tx.send(Err(err())).is_ok(),
@@ -596,6 +677,7 @@ async fn write_loop(
         let publishes_queued = batch
             .iter()
             .any(|c| matches!(c, Command::Publish(..) | Command::PublishBatch(..)));
+        let now = now_ms();
         let result: Result<(), sqlx::Error> = async {
             // IMMEDIATE takes the write lock up front, so a second process on the same file
             // (a CLI tool) makes this wait for busy_timeout instead of failing the commit
@@ -611,7 +693,12 @@ async fn write_loop(
             let mut publishes = Publishes::default();
             for command in batch.drain(..) {
                 match command {
-                    Command::Publish(event, reply) => {
+                    Command::Publish(event, body, reply) => {
+                        // The body goes in first; the same transaction holds both, so
+                        // neither is durable (nor its event visible) without the other.
+                        if let Some(body) = body {
+                            insert_body(&mut tx, &body, now).await?;
+                        }
                         publishes.events.push(event);
                         publishes.waiting.push(Waiting::One(reply));
                     }
@@ -942,6 +1029,10 @@ async fn execute(
         Command::Publish(..) | Command::PublishBatch(..) => Err(sqlx::Error::Protocol(
             "a publish reached the command executor".into(),
         )),
+        Command::PutBody(body, reply) => {
+            insert_body(conn, &body, now_ms()).await?;
+            Ok(Reply::BodyStored(reply))
+        }
         Command::Register(spec, reply) => {
             sqlx::query(
                 "INSERT INTO consumers (name, filter, cursor) VALUES (?, ?, 0) \
@@ -976,9 +1067,31 @@ async fn execute(
             sqlx::query("DELETE FROM pending WHERE seq NOT IN (SELECT seq FROM events)")
                 .execute(&mut *conn)
                 .await?;
-            Ok(Reply::Purge(reply, done.rows_affected()))
+            let bodies = sqlx::query("DELETE FROM bodies WHERE stored_at < ?")
+                .bind(cutoff_ms)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Reply::Purge(
+                reply,
+                (done.rows_affected(), bodies.rows_affected()),
+            ))
         }
     }
+}
+
+/// Stores a body under its key; the same key again replaces it (a retried write).
+async fn insert_body(
+    conn: &mut SqliteConnection,
+    body: &Body,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT OR REPLACE INTO bodies (key, bytes, stored_at) VALUES (?, ?, ?)")
+        .bind(&body.key)
+        .bind(&body.bytes)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Hands out redeliveries that are due first, then new events past the cursor and below

@@ -9,7 +9,7 @@
 //! - [`event`]: what goes in ([`OutgoingEvent`]) and what comes out ([`Delivery`], [`StoredEvent`]).
 //! - [`embedded`]: the SQLite log with group commit, cursors and in-flight redelivery.
 //! - [`jetstream`]: streams, durable pull consumers and the object store on NATS.
-//! - [`blob`]: the claim-check store for message bodies on local disk.
+//! - [`blob`]: claim checks, and the file store for the embedded log's large bodies.
 //! - [`runner`]: consume → process → publish → ack, written once for every stage.
 //! - [`metrics`]: metric names of this crate.
 #![warn(missing_docs)]
@@ -120,6 +120,37 @@ impl EventLog {
             EventLog::Embedded(log) => log.publish(event).await,
             EventLog::JetStream(log) => log.publish(event).await,
         };
+        self.record_publish(started, result)
+    }
+
+    /// Stores a message body and publishes the event that carries its claim check
+    /// (`blob`, from [`blob::blob_ref`] over the same `bytes`); answers once both are
+    /// durable. The embedded log writes a body of ordinary size in the event's own
+    /// transaction, so both share one fsync with the rest of the group commit; JetStream
+    /// stores the body in its object store first, then publishes.
+    pub async fn publish_with_body(
+        &self,
+        event: &OutgoingEvent,
+        blob: &BlobRef,
+        bytes: &[u8],
+    ) -> Result<PublishAck, BusError> {
+        let started = Instant::now();
+        let result = match self {
+            EventLog::Embedded(log) => log.publish_with_body(event, blob, bytes).await,
+            EventLog::JetStream(log) => match log.put_blob(blob, bytes).await {
+                Ok(()) => log.publish(event).await,
+                Err(error) => Err(error),
+            },
+        };
+        self.record_publish(started, result)
+    }
+
+    /// Counts one publish and its time.
+    fn record_publish(
+        &self,
+        started: Instant,
+        result: Result<PublishAck, BusError>,
+    ) -> Result<PublishAck, BusError> {
         ::metrics::histogram!(metrics::PUBLISH_DURATION_SECONDS, "backend" => self.backend_name())
             .record(started.elapsed().as_secs_f64());
         let outcome = match &result {
@@ -209,7 +240,7 @@ impl EventLog {
     pub async fn put_blob(&self, key: &str, bytes: &[u8]) -> Result<BlobRef, BusError> {
         let blob = blob::blob_ref(key, bytes);
         match self {
-            EventLog::Embedded(log) => log.blobs().put(&blob, bytes).await?,
+            EventLog::Embedded(log) => log.put_blob(&blob, bytes).await?,
             EventLog::JetStream(log) => log.put_blob(&blob, bytes).await?,
         }
         Ok(blob)
@@ -218,7 +249,7 @@ impl EventLog {
     /// Reads a body back and checks it against its claim check.
     pub async fn get_blob(&self, blob: &BlobRef) -> Result<Vec<u8>, BusError> {
         let bytes = match self {
-            EventLog::Embedded(log) => log.blobs().get(&blob.key).await?,
+            EventLog::Embedded(log) => log.get_blob(&blob.key).await?,
             EventLog::JetStream(log) => log.get_blob(&blob.key).await?,
         };
         blob::verify(blob, &bytes)?;

@@ -590,7 +590,7 @@ impl Session {
         }
     }
 
-    /// Stores the body, then publishes `mail.received`; both must be confirmed.
+    /// Stores the body and publishes `mail.received`; both must be confirmed.
     async fn make_durable(
         &self,
         message_id: &str,
@@ -618,10 +618,7 @@ impl Session {
         body.extend_from_slice(&data);
         let log = &self.shared.log;
         let store = async {
-            let blob = log
-                .put_blob(message_id, &body)
-                .await
-                .map_err(|e| e.to_string())?;
+            let blob = pampa_bus::blob::blob_ref(message_id, &body);
             let event = Envelope::root(
                 message_id.to_owned(),
                 "ingest",
@@ -634,7 +631,7 @@ impl Session {
                     },
                     mail_from: transaction.mail_from,
                     recipients: transaction.recipients,
-                    blob,
+                    blob: blob.clone(),
                     header_message_id: header_message_id(&data),
                     received_by: self.shared.config.hostname.clone(),
                     received_at: now,
@@ -642,7 +639,10 @@ impl Session {
                 },
             );
             let event = OutgoingEvent::from_envelope(&event).map_err(|e| e.to_string())?;
-            log.publish(&event).await.map_err(|e| e.to_string())?;
+            // Body and event become durable together (one fsync on the embedded log).
+            log.publish_with_body(&event, &blob, &body)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>(body.len())
         };
         match tokio::time::timeout(self.shared.durable_timeout, store).await {
