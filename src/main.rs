@@ -159,10 +159,16 @@ enum LogFormat {
     Json,
 }
 
-/// Logs to stderr at `RUST_LOG`'s levels (default `info`), as text or as JSON lines.
+/// What is logged without `RUST_LOG`: pampa's own `info`, and only the warnings of the
+/// libraries, whose info lines (a migration that has nothing to do, a NATS connect) would
+/// otherwise open every command's output; pampa logs what matters of those itself.
+const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,async_nats=warn";
+
+/// Logs to stderr at `RUST_LOG`'s levels (default [`DEFAULT_LOG_FILTER`]), as text or as
+/// JSON lines.
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

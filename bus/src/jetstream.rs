@@ -77,15 +77,43 @@ pub(crate) async fn connect_context(
         .map(|url| url.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| BusError::Config(format!("bad NATS URL {:?}: {e}", config.url)))?;
+    // pampa logs the connection's changes itself (the process's default log filter keeps
+    // async-nats to warnings): a reconnect is worth a line in a server's log, the first
+    // connect of every CLI command is not.
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
         .name("pampa")
+        .event_callback(move |event| {
+            let lost = lost.clone();
+            async move { log_connection_event(&event, &lost) }
+        })
         .connect(servers)
         .await
         .map_err(|e| unavailable(&format!("cannot connect to NATS at {}", config.url), e))?;
     let mut context = jetstream::new(client.clone());
     context.set_timeout(config.publish_timeout);
     Ok((client, context))
+}
+
+/// Logs a change of the NATS connection: a loss as a warning, the reconnect after one
+/// as information, the first connect only at debug level.
+fn log_connection_event(event: &async_nats::Event, lost: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    match event {
+        async_nats::Event::Connected => {
+            if lost.swap(false, Ordering::Relaxed) {
+                tracing::info!("Reconnected to NATS.");
+            } else {
+                tracing::debug!("Connected to NATS.");
+            }
+        }
+        async_nats::Event::Disconnected => {
+            lost.store(true, Ordering::Relaxed);
+            tracing::warn!("Lost the connection to NATS; reconnecting.");
+        }
+        other => tracing::warn!(event = %other, "NATS connection event."),
+    }
 }
 
 /// The streams pampa's events live in, as the configuration wants them.

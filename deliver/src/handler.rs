@@ -1,6 +1,7 @@
 //! The deliver stage: the last stage's event in, copies written, `mail.delivered` out.
 
 use std::path::PathBuf;
+use tracing::Instrument;
 
 use pampa_bus::{EventLog, Handler, HandlerError, OutgoingEvent, StoredEvent};
 use pampa_directory::{Address, Directory};
@@ -153,7 +154,9 @@ impl Handler for Deliver {
         let (head, analysis) = decode_analysis(&event.payload).map_err(permanent)?;
         let message_id = analysis.received.message_id.clone();
         let span = tracing::debug_span!("deliver", message_id = %message_id, event_id = %head.id);
-        let _enter = span.enter();
+        // Instrumented, not entered: a guard held across an await would tag whatever
+        // else the worker thread runs meanwhile with this message's ids.
+        async {
         let body = match self.log.get_blob(&analysis.received.blob).await {
             Ok(body) => body,
             Err(e) => return Err(HandlerError::from_blob(e)),
@@ -232,5 +235,8 @@ impl Handler for Deliver {
         Ok(vec![
             OutgoingEvent::from_envelope(&delivered).map_err(permanent)?
         ])
+        }
+        .instrument(span)
+        .await
     }
 }

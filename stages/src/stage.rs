@@ -1,6 +1,7 @@
 //! The stage contract (DESIGN.md §3a) and the one handler that runs every stage.
 
 use std::{future::Future, sync::Arc};
+use tracing::Instrument;
 
 use pampa_bus::{EventLog, Handler, HandlerError, OutgoingEvent, StoredEvent};
 use pampa_schemas::{decode_analysis, Decision, Envelope, MailAnalysis, Tag};
@@ -148,15 +149,20 @@ impl<S: Stage> Handler for StageHandler<S> {
         _attempt: u32,
     ) -> Result<Vec<OutgoingEvent>, HandlerError> {
         let (head, mut analysis) = decode_analysis(&event.payload).map_err(permanent)?;
+        // Instrumented, not entered: a guard held across an await would tag whatever
+        // else the worker thread runs meanwhile with this message's ids.
         let span = tracing::debug_span!("stage", stage = S::NAME, message_id = %analysis.received.message_id, event_id = %head.id);
-        let _enter = span.enter();
-        let body = if S::NEEDS_BODY {
-            let raw = self.log.get_blob(&analysis.received.blob).await;
-            Body::new(raw.map_err(HandlerError::from_blob)?)
-        } else {
-            Body::default()
-        };
-        let findings = self.stage.process(&analysis, &body).await?;
+        let findings = async {
+            let body = if S::NEEDS_BODY {
+                let raw = self.log.get_blob(&analysis.received.blob).await;
+                Body::new(raw.map_err(HandlerError::from_blob)?)
+            } else {
+                Body::default()
+            };
+            self.stage.process(&analysis, &body).await
+        }
+        .instrument(span)
+        .await?;
         merge(&mut analysis, S::NAME, findings);
         let next = Envelope::caused_by_as(&head, S::NAME, &self.output, analysis);
         Ok(vec![OutgoingEvent::from_envelope(&next).map_err(permanent)?])
