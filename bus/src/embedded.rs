@@ -349,15 +349,15 @@ impl EmbeddedLog {
         &self,
         event: &OutgoingEvent,
         blob: &BlobRef,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Result<PublishAck, BusError> {
         if bytes.len() > INLINE_BODY_MAX {
-            self.inner.blobs.put(blob, bytes).await?;
+            self.inner.blobs.put(blob, &bytes).await?;
             return self.publish(event).await;
         }
         let body = Body {
             key: blob.key.clone(),
-            bytes: bytes.to_vec(),
+            bytes,
         };
         self.call(|reply| Command::Publish(event.clone(), Some(body), reply))
             .await

@@ -19,7 +19,6 @@ use async_nats::{
 use chrono::{DateTime, Utc};
 use futures::{stream::BoxStream, StreamExt, TryStreamExt};
 use pampa_schemas::{subjects, BlobRef};
-use tokio::io::AsyncReadExt;
 
 use crate::{
     event::{AckHandle, Delivery},
@@ -35,6 +34,8 @@ pub struct JetStreamLog {
     client: async_nats::Client,
     context: Context,
     bodies: ObjectStore,
+    /// The stream behind `bodies`, read directly (see [`JetStreamLog::get_blob`]).
+    bodies_stream: jetstream::stream::Stream,
 }
 
 fn unavailable(what: &str, error: impl std::fmt::Display) -> BusError {
@@ -184,10 +185,15 @@ impl JetStreamLog {
                 .await
                 .map_err(|e| unavailable("cannot create the body bucket", e))?,
         };
+        let bodies_stream = context
+            .get_stream(body_bucket_stream())
+            .await
+            .map_err(|e| unavailable("cannot open the body bucket's stream", e))?;
         Ok(JetStreamLog {
             client,
             context,
             bodies,
+            bodies_stream,
         })
     }
 
@@ -386,17 +392,61 @@ impl JetStreamLog {
         Ok(())
     }
 
-    /// Reads a body from the object store.
+    /// Reads a body from the object store, by hand: its metadata message, then its chunks
+    /// one by one, each with the stream's message-get API.
+    ///
+    /// Why not the object store's own `get`: it reads through a new ordered consumer per
+    /// object, which the server keeps for 30 s after the read. nats-server 2.15 caps a
+    /// stream at 1,000 consumers by default, so past ~33 body reads a second (summed over
+    /// every stage) reads failed with "maximum consumers limit reached" and messages went
+    /// to dead letters (`ops/bench/scaleout.sh` found it). Consumers were also half of
+    /// nats-server's CPU per stage hop. The message-get API is answered by the stream's
+    /// leader, so a body acknowledged by a quorum is always found, which a direct get from
+    /// a lagging replica would not promise.
     pub async fn get_blob(&self, key: &str) -> Result<Vec<u8>, BusError> {
-        let mut object = match self.bodies.get(key).await {
-            Ok(object) => object,
-            Err(e) if e.kind() == jetstream::object_store::GetErrorKind::NotFound => {
-                return Err(BusError::BlobMissing(key.to_owned()))
-            }
-            Err(e) => return Err(unavailable("cannot read body", e)),
+        use base64::Engine;
+        use jetstream::stream::LastRawMessageErrorKind;
+        let missing = || BusError::BlobMissing(key.to_owned());
+        let meta_subject = format!(
+            "$O.{BODY_BUCKET}.M.{}",
+            base64::engine::general_purpose::URL_SAFE.encode(key)
+        );
+        let meta = match self
+            .bodies_stream
+            .get_last_raw_message_by_subject(&meta_subject)
+            .await
+        {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Err(missing()),
+            Err(e) => return Err(unavailable("cannot read body metadata", e)),
         };
-        let mut bytes = Vec::new();
-        object.read_to_end(&mut bytes).await?;
+        let info: jetstream::object_store::ObjectInfo = serde_json::from_slice(&meta.payload)
+            .map_err(|e| unavailable("cannot decode body metadata", e))?;
+        if info.deleted {
+            return Err(missing());
+        }
+        let chunk_subject = format!("$O.{BODY_BUCKET}.C.{}", info.nuid);
+        let mut bytes = Vec::with_capacity(info.size);
+        let mut next_sequence = 1;
+        for _ in 0..info.chunks {
+            let chunk = match self
+                .bodies_stream
+                .get_first_raw_message_by_subject(&chunk_subject, next_sequence)
+                .await
+            {
+                Ok(chunk) => chunk,
+                // Retention removed the chunks before the metadata, or is doing so now.
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    return Err(missing())
+                }
+                Err(e) => return Err(unavailable("cannot read body", e)),
+            };
+            bytes.extend_from_slice(&chunk.payload);
+            next_sequence = chunk.sequence + 1;
+        }
+        if bytes.len() != info.size {
+            return Err(missing());
+        }
         Ok(bytes)
     }
 }

@@ -125,19 +125,19 @@ impl EventLog {
 
     /// Stores a message body and publishes the event that carries its claim check
     /// (`blob`, from [`blob::blob_ref`] over the same `bytes`); answers once both are
-    /// durable. The embedded log writes a body of ordinary size in the event's own
+    /// durable. Takes the body by value: the embedded log moves it into its writer. The embedded log writes a body of ordinary size in the event's own
     /// transaction, so both share one fsync with the rest of the group commit; JetStream
     /// stores the body in its object store first, then publishes.
     pub async fn publish_with_body(
         &self,
         event: &OutgoingEvent,
         blob: &BlobRef,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Result<PublishAck, BusError> {
         let started = Instant::now();
         let result = match self {
             EventLog::Embedded(log) => log.publish_with_body(event, blob, bytes).await,
-            EventLog::JetStream(log) => match log.put_blob(blob, bytes).await {
+            EventLog::JetStream(log) => match log.put_blob(blob, &bytes).await {
                 Ok(()) => log.publish(event).await,
                 Err(error) => Err(error),
             },

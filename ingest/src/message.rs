@@ -85,21 +85,22 @@ pub(crate) fn header_message_id(message: &[u8]) -> Option<String> {
 /// Makes every line end in CRLF: a bare LF becomes CRLF, as Postfix's cleanup does, so
 /// stores and signatures downstream see one canonical form.
 pub(crate) fn canonical_line_endings(data: Vec<u8>) -> Vec<u8> {
-    let bare = data
-        .iter()
-        .enumerate()
-        .filter(|(i, &b)| b == b'\n' && (*i == 0 || data[i - 1] != b'\r'))
+    // memchr finds the line ends; most messages have none bare and are returned as is.
+    let is_bare = |i: usize| i == 0 || data[i - 1] != b'\r';
+    let bare = memchr::memchr_iter(b'\n', &data)
+        .filter(|&i| is_bare(i))
         .count();
     if bare == 0 {
         return data;
     }
     let mut out = Vec::with_capacity(data.len() + bare);
-    for (i, &b) in data.iter().enumerate() {
-        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
+    let mut from = 0;
+    for i in memchr::memchr_iter(b'\n', &data).filter(|&i| is_bare(i)) {
+        out.extend_from_slice(&data[from..i]);
+        out.extend_from_slice(b"\r\n");
+        from = i + 1;
     }
+    out.extend_from_slice(&data[from..]);
     out
 }
 
@@ -125,6 +126,10 @@ mod tests {
             b"a\r\nb\r\nc\r\n"
         );
         assert_eq!(canonical_line_endings(b"a\r\n".to_vec()), b"a\r\n");
+        assert_eq!(
+            canonical_line_endings(b"\nx\n\n".to_vec()),
+            b"\r\nx\r\n\r\n"
+        );
     }
 
     #[test]

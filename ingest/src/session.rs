@@ -166,18 +166,21 @@ impl Session {
         let Some(stream) = self.stream.as_mut() else {
             return Err("io_error");
         };
-        let mut chunk = [0u8; 16 * 1024];
-        match tokio::time::timeout(self.shared.config.idle_timeout, stream.read(&mut chunk)).await {
+        // Straight into the input's spare room: no zeroed buffer to copy from.
+        self.input.reserve(16 * 1024);
+        match tokio::time::timeout(
+            self.shared.config.idle_timeout,
+            stream.read_buf(&mut self.input),
+        )
+        .await
+        {
             Err(_) => {
                 self.reply(421, "4.4.2", "Idle timeout, closing connection");
                 Err("timeout")
             }
             Ok(Err(_)) => Err("io_error"),
             Ok(Ok(0)) => Ok(false),
-            Ok(Ok(n)) => {
-                self.input.extend_from_slice(&chunk[..n]);
-                Ok(true)
-            }
+            Ok(Ok(_)) => Ok(true),
         }
     }
 
@@ -567,13 +570,14 @@ impl Session {
         let mut discard: Option<DummyDataReceiver> = None;
         let mut data = Vec::with_capacity(self.input.len().max(8 * 1024));
         loop {
-            let input = std::mem::take(&mut self.input);
-            let mut bytes = input.iter();
+            let mut bytes = self.input.iter();
             let done = match discard.as_mut() {
                 Some(discard) => discard.ingest(&mut bytes),
                 None => receiver.ingest(&mut bytes, &mut data),
             };
-            self.input = bytes.as_slice().to_vec();
+            // Keep what follows the terminator (pipelined commands), and the buffer.
+            let consumed = self.input.len() - bytes.as_slice().len();
+            self.input.drain(..consumed);
             if discard.is_none() && data.len() > max {
                 discard = Some(DummyDataReceiver::new_data(&receiver));
                 data = Vec::new();
@@ -639,11 +643,12 @@ impl Session {
                 },
             );
             let event = OutgoingEvent::from_envelope(&event).map_err(|e| e.to_string())?;
+            let size = body.len();
             // Body and event become durable together (one fsync on the embedded log).
-            log.publish_with_body(&event, &blob, &body)
+            log.publish_with_body(&event, &blob, body)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>(body.len())
+            Ok::<_, String>(size)
         };
         match tokio::time::timeout(self.shared.durable_timeout, store).await {
             Ok(result) => result,
