@@ -121,8 +121,28 @@ pub struct EmbeddedLog {
 struct Inner {
     commands: mpsc::Sender<Command>,
     reader: SqlitePool,
-    published: Notify,
+    /// Each consumer's wake-up, with its filter: after an fsync only the consumers whose
+    /// filter matches a subject just published are woken. (One wake-up for all made
+    /// every stage run an empty fetch transaction for every event of every other stage.)
+    consumers: std::sync::Mutex<Vec<(String, std::sync::Weak<Notify>)>>,
     blobs: FileBlobStore,
+}
+
+impl Inner {
+    /// Wakes the consumers waiting for any of the `published` subjects (called after
+    /// their fsync).
+    fn wake_consumers(&self, published: &[String]) {
+        let mut consumers = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        consumers.retain(|(filter, wake)| match wake.upgrade() {
+            Some(wake) => {
+                if published.iter().any(|s| subjects::matches(filter, s)) {
+                    wake.notify_waiters();
+                }
+                true
+            }
+            None => false,
+        });
+    }
 }
 
 enum Settle {
@@ -263,7 +283,7 @@ impl EmbeddedLog {
         let inner = Arc::new(Inner {
             commands,
             reader,
-            published: Notify::new(),
+            consumers: std::sync::Mutex::new(Vec::new()),
             blobs: FileBlobStore::new(data_dir.join("blobs")),
         });
         // The server reads the duplicate window now, before it serves, so the first
@@ -402,9 +422,16 @@ impl EmbeddedLog {
     pub async fn consumer(&self, spec: ConsumerSpec) -> Result<EmbeddedConsumer, BusError> {
         self.call(|reply| Command::Register(spec.clone(), reply))
             .await?;
+        let wake = Arc::new(Notify::new());
+        self.inner
+            .consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((spec.filter.clone(), Arc::downgrade(&wake)));
         Ok(EmbeddedConsumer {
             log: self.clone(),
             spec,
+            wake,
         })
     }
 
@@ -470,6 +497,8 @@ pub struct EmbeddedConsumer {
     log: EmbeddedLog,
     /// What this consumer reads.
     pub spec: ConsumerSpec,
+    /// Notified when events matching its filter are on disk.
+    wake: Arc<Notify>,
 }
 
 impl EmbeddedConsumer {
@@ -477,7 +506,7 @@ impl EmbeddedConsumer {
     pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let published = self.log.inner.published.notified();
+            let published = self.wake.notified();
             tokio::pin!(published);
             published.as_mut().enable();
             let batch = self
@@ -672,8 +701,9 @@ async fn write_loop(
             continue;
         }
         let mut replies = Vec::with_capacity(batch.len());
-        // The lowest sequence this transaction inserted.
+        // The lowest sequence this transaction inserted, and the subjects it inserted.
         let mut first_new = None;
+        let mut subjects: Vec<String> = Vec::new();
         let publishes_queued = batch
             .iter()
             .any(|c| matches!(c, Command::Publish(..) | Command::PublishBatch(..)));
@@ -708,9 +738,15 @@ async fn write_loop(
                         publishes.waiting.push(Waiting::Many(reply, n));
                     }
                     other => {
-                        insert_events(&mut tx, &mut publishes, &mut replies, &mut recent)
-                            .await?
-                            .map(|seq| first_new.get_or_insert(seq));
+                        insert_events(
+                            &mut tx,
+                            &mut publishes,
+                            &mut replies,
+                            &mut recent,
+                            &mut subjects,
+                        )
+                        .await?
+                        .map(|seq| first_new.get_or_insert(seq));
                         // Consumers see only what is on disk: not this transaction's
                         // inserts, nor commits still waiting for their fsync.
                         let synced = syncer.visible_below();
@@ -719,8 +755,14 @@ async fn write_loop(
                     }
                 }
             }
-            if let Some(seq) =
-                insert_events(&mut tx, &mut publishes, &mut replies, &mut recent).await?
+            if let Some(seq) = insert_events(
+                &mut tx,
+                &mut publishes,
+                &mut replies,
+                &mut recent,
+                &mut subjects,
+            )
+            .await?
             {
                 first_new.get_or_insert(seq);
             }
@@ -737,6 +779,7 @@ async fn write_loop(
                 if !publishes.is_empty() || first_new.is_some() {
                     syncer.committed(Committed {
                         first_seq: first_new,
+                        subjects,
                         replies: publishes,
                     });
                 }
@@ -800,13 +843,15 @@ enum Fate {
 }
 
 /// Inserts the pending publishes (emptying `publishes`) and queues their replies, in
-/// order; returns the lowest sequence inserted. An id already in the duplicate window is
+/// order; returns the lowest sequence inserted, and adds the subjects inserted to
+/// `subjects`. An id already in the duplicate window is
 /// a duplicate: its ack names the stored sequence, and nothing is inserted.
 async fn insert_events(
     conn: &mut SqliteConnection,
     publishes: &mut Publishes,
     replies: &mut Vec<Reply>,
     recent: &mut RecentIds,
+    subjects: &mut Vec<String>,
 ) -> Result<Option<i64>, sqlx::Error> {
     let Publishes { events, waiting } = std::mem::take(publishes);
     // Which events are new, and which repeat an id of the window or of this run.
@@ -829,6 +874,11 @@ async fn insert_events(
             }
         };
         fates.push(fate);
+    }
+    for &i in &fresh {
+        if !subjects.contains(&events[i].subject) {
+            subjects.push(events[i].subject.clone());
+        }
     }
     let at = now_ms();
     let mut at_row = 0;

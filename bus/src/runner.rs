@@ -112,6 +112,14 @@ impl<H: Handler> Runner<H> {
             }
         };
         tracing::info!(stage = %name, filter = %self.spec.filter, "Stage is consuming.");
+        // The series dashboards and alerts read exist from the start, at zero, instead of
+        // appearing with the first input: a panel with no data does not say "no work".
+        ::metrics::gauge!(metrics::CONSUMER_LAG, "consumer" => name.clone()).increment(0.0);
+        for outcome in ["ok", "retry", "dead"] {
+            ::metrics::counter!(metrics::STAGE_PROCESSED_TOTAL, "stage" => name.clone(), "outcome" => outcome)
+                .increment(0);
+        }
+        ::metrics::counter!(metrics::DEAD_LETTERS_TOTAL, "stage" => name.clone()).increment(0);
         // Up to `concurrency` inputs in work at once, each on its own task: a slot freed
         // is refilled by the next fetch, so one slow input (a big scan, a DNS timeout)
         // holds one slot, not the whole batch it came with.

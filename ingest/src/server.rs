@@ -146,6 +146,12 @@ impl Ingest {
     /// Accepts sessions until `shutdown` turns true.
     pub async fn serve(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
         self.listening.store(true, Ordering::Relaxed);
+        // The mail-flow series exist from the start, at zero (a panel with no data does
+        // not say "no mail").
+        for result in ["accepted", "rejected", "tempfail"] {
+            ::metrics::counter!(metrics::MESSAGES_TOTAL, "result" => result).increment(0);
+        }
+        ::metrics::gauge!(metrics::ACTIVE_SESSIONS).increment(0.0);
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,

@@ -30,6 +30,8 @@ use super::{Inner, Reply};
 pub(super) struct Committed {
     /// The lowest sequence the commit inserted, if it inserted any.
     pub(super) first_seq: Option<i64>,
+    /// The distinct subjects of the events it inserted: whose consumers to wake.
+    pub(super) subjects: Vec<String>,
     pub(super) replies: Vec<Reply>,
 }
 
@@ -150,9 +152,13 @@ impl Syncer {
                 state.syncing_from = None;
                 state.failed.clone()
             };
-            let mut published = false;
+            let mut published: Vec<String> = Vec::new();
             for commit in batch {
-                published |= commit.first_seq.is_some();
+                for subject in commit.subjects {
+                    if !published.contains(&subject) {
+                        published.push(subject);
+                    }
+                }
                 for reply in commit.replies {
                     match &failed {
                         None => reply.send_ok(),
@@ -160,9 +166,9 @@ impl Syncer {
                     }
                 }
             }
-            if published && failed.is_none() {
+            if !published.is_empty() && failed.is_none() {
                 if let Some(inner) = inner.upgrade() {
-                    inner.published.notify_waiters();
+                    inner.wake_consumers(&published);
                 }
             }
         }
@@ -193,6 +199,7 @@ mod tests {
         let (reply, answer) = waiting_publish();
         syncer.committed(Committed {
             first_seq,
+            subjects: Vec::new(),
             replies: vec![reply],
         });
         answer
