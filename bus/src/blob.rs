@@ -27,8 +27,8 @@ pub fn verify(blob: &BlobRef, bytes: &[u8]) -> Result<(), BusError> {
     if found != blob.sha256 {
         return Err(BusError::BlobCorrupt {
             key: blob.key.clone(),
-            expected: blob.sha256.clone(),
-            found,
+            expected: format!("sha256 {}", blob.sha256),
+            found: format!("sha256 {found}"),
         });
     }
     Ok(())

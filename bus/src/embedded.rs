@@ -100,6 +100,13 @@ CREATE INDEX IF NOT EXISTS bodies_stored_at ON bodies (stored_at);
 /// as files, and would hold up the group commit of everyone else while they are copied.
 pub const INLINE_BODY_MAX: usize = 256 * 1024;
 
+/// Most events one purge command deletes (small rows).
+const PURGE_EVENTS_SLICE: u64 = 4096;
+/// Most bodies one purge command deletes: at most 64 MB of pages to free.
+const PURGE_BODIES_SLICE: u64 = 256;
+/// Bodies outlive the retention cutoff by this much (see the purge).
+const PURGE_BODY_MARGIN_MS: i64 = 60_000;
+
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -337,7 +344,18 @@ impl EmbeddedLog {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(ms)
             .unwrap_or(0);
-        let (events, bodies) = self.call(|reply| Command::Purge(cutoff_ms, reply)).await?;
+        // In slices, each its own command: a month of bodies deleted in one transaction
+        // would hold the single writer (and so every publish) for as long as SQLite needs
+        // to walk their pages.
+        let (mut events, mut bodies) = (0, 0);
+        loop {
+            let (e, b) = self.call(|reply| Command::Purge(cutoff_ms, reply)).await?;
+            events += e;
+            bodies += b;
+            if e < PURGE_EVENTS_SLICE && b < PURGE_BODIES_SLICE {
+                break;
+            }
+        }
         let files = self.inner.blobs.purge_older_than(cutoff).await?;
         Ok((events, bodies + files))
     }
@@ -1110,17 +1128,27 @@ async fn execute(
             Ok(Reply::Unit(reply))
         }
         Command::Purge(cutoff_ms, reply) => {
-            let done = sqlx::query("DELETE FROM events WHERE published_at < ?")
-                .bind(cutoff_ms)
-                .execute(&mut *conn)
-                .await?;
+            let done = sqlx::query(
+                "DELETE FROM events WHERE seq IN \
+                 (SELECT seq FROM events WHERE published_at < ? ORDER BY published_at LIMIT ?)",
+            )
+            .bind(cutoff_ms)
+            .bind(PURGE_EVENTS_SLICE as i64)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query("DELETE FROM pending WHERE seq NOT IN (SELECT seq FROM events)")
                 .execute(&mut *conn)
                 .await?;
-            let bodies = sqlx::query("DELETE FROM bodies WHERE stored_at < ?")
-                .bind(cutoff_ms)
-                .execute(&mut *conn)
-                .await?;
+            // A body is stored a moment before its event (same transaction, earlier clock
+            // reading): the margin keeps it from going one purge before the event.
+            let bodies = sqlx::query(
+                "DELETE FROM bodies WHERE rowid IN \
+                 (SELECT rowid FROM bodies WHERE stored_at < ? ORDER BY stored_at LIMIT ?)",
+            )
+            .bind(cutoff_ms.saturating_sub(PURGE_BODY_MARGIN_MS))
+            .bind(PURGE_BODIES_SLICE as i64)
+            .execute(&mut *conn)
+            .await?;
             Ok(Reply::Purge(
                 reply,
                 (done.rows_affected(), bodies.rows_affected()),

@@ -20,13 +20,13 @@ pub enum BusError {
     #[error("blob {0} not found")]
     BlobMissing(String),
     /// A body does not match its claim check.
-    #[error("blob {key} is corrupt: expected sha256 {expected}, found {found}")]
+    #[error("blob {key} is corrupt: expected {expected}, found {found}")]
     BlobCorrupt {
         /// The blob key.
         key: String,
-        /// The checksum in the event.
+        /// What the claim check or the store's metadata says (`sha256 …`, `N bytes`).
         expected: String,
-        /// The checksum of the stored bytes.
+        /// What the stored bytes are.
         found: String,
     },
     /// An event could not be encoded or decoded.

@@ -404,6 +404,19 @@ impl JetStreamLog {
     /// leader, so a body acknowledged by a quorum is always found, which a direct get from
     /// a lagging replica would not promise.
     pub async fn get_blob(&self, key: &str) -> Result<Vec<u8>, BusError> {
+        // A second try covers a read that raced a re-`put` of the same key: the new
+        // version's chunks are written first, then its metadata, then the old chunks go.
+        match self.read_body_once(key).await? {
+            BodyRead::Read(bytes) => Ok(bytes),
+            BodyRead::ChunksGone => match self.read_body_once(key).await? {
+                BodyRead::Read(bytes) => Ok(bytes),
+                BodyRead::ChunksGone => Err(BusError::BlobMissing(key.to_owned())),
+            },
+        }
+    }
+
+    /// One read of a body: its metadata, then its chunks.
+    async fn read_body_once(&self, key: &str) -> Result<BodyRead, BusError> {
         use base64::Engine;
         use jetstream::stream::LastRawMessageErrorKind;
         let missing = || BusError::BlobMissing(key.to_owned());
@@ -426,7 +439,8 @@ impl JetStreamLog {
             return Err(missing());
         }
         let chunk_subject = format!("$O.{BODY_BUCKET}.C.{}", info.nuid);
-        let mut bytes = Vec::with_capacity(info.size);
+        // The metadata's size is only a hint for the allocation: never trust it further.
+        let mut bytes = Vec::with_capacity(info.size.min(64 * 1024 * 1024));
         let mut next_sequence = 1;
         for _ in 0..info.chunks {
             let chunk = match self
@@ -435,9 +449,9 @@ impl JetStreamLog {
                 .await
             {
                 Ok(chunk) => chunk,
-                // Retention removed the chunks before the metadata, or is doing so now.
+                // Retention or a newer version removed them under us.
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                    return Err(missing())
+                    return Ok(BodyRead::ChunksGone)
                 }
                 Err(e) => return Err(unavailable("cannot read body", e)),
             };
@@ -445,10 +459,21 @@ impl JetStreamLog {
             next_sequence = chunk.sequence + 1;
         }
         if bytes.len() != info.size {
-            return Err(missing());
+            return Err(BusError::BlobCorrupt {
+                key: key.to_owned(),
+                expected: format!("{} bytes", info.size),
+                found: format!("{} bytes", bytes.len()),
+            });
         }
-        Ok(bytes)
+        Ok(BodyRead::Read(bytes))
     }
+}
+
+/// What one read of a body found.
+enum BodyRead {
+    Read(Vec<u8>),
+    /// The metadata named chunks that are no longer there.
+    ChunksGone,
 }
 
 fn stored_from_message(message: &jetstream::Message) -> Result<(StoredEvent, u64), BusError> {

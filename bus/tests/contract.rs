@@ -784,11 +784,22 @@ async fn embedded_bodies_survive_reopen_go_with_retention_and_old_files_still_re
     let EventLog::Embedded(embedded) = &log else {
         unreachable!()
     };
-    let (events, bodies) = embedded
-        .purge_before(std::time::SystemTime::now() + Duration::from_secs(60))
+    // More bodies than one purge slice holds: the purge goes on slice by slice.
+    let many: Vec<_> = (0..300)
+        .map(|i| pampa_bus::blob::blob_ref(&format!("0193a1b2-0000-7000-8000-1{i:011}"), b"x"))
+        .collect();
+    futures::future::try_join_all(many.iter().map(|blob| log.put_blob(&blob.key, b"x")))
         .await
         .unwrap();
-    assert_eq!((events, bodies), (2, 3));
+    let (events, bodies) = embedded
+        .purge_before(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!((events, bodies), (2, 303));
+    assert!(matches!(
+        log.get_blob(&many[299]).await,
+        Err(BusError::BlobMissing(_))
+    ));
     for gone in [&small, &large, &old] {
         assert!(matches!(
             log.get_blob(gone).await,
