@@ -727,3 +727,30 @@ def test_run_metrics_listen_overrides_the_config(harness):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_a_fresh_deployment_exports_its_flow_at_zero(harness):
+    """Before any mail, the series the dashboard's flow, lag and dead-letter panels read
+    exist at zero: "no data" would not tell an operator that nothing happened."""
+    p = harness.pampa()
+    p.start()
+    expected = [
+        'pampa_smtp_messages_total{result="accepted"} 0',
+        'pampa_smtp_messages_total{result="tempfail"} 0',
+        'pampa_stage_processed_total{stage="score",outcome="ok"} 0',
+        'pampa_stage_processed_total{stage="deliver",outcome="dead"} 0',
+        'pampa_stage_dead_letters_total{stage="rbl"} 0',
+        'pampa_bus_consumer_lag_messages{consumer="whitelist"} 0',
+    ]
+
+    def missing() -> list[str]:
+        lines = set(p.http_get("/metrics")[1].splitlines())
+        return [series for series in expected if series not in lines]
+
+    # The stages register theirs once their consumers are open, just after start.
+    try:
+        wait_for(lambda: not missing(), 20, "every flow series at zero")
+    except AssertionError:
+        shown = [line for line in p.http_get("/metrics")[1].splitlines()
+                 if line.startswith(("pampa_smtp_messages", "pampa_stage_", "pampa_bus_consumer"))]
+        raise AssertionError(f"missing at start: {missing()}\n" + "\n".join(shown)) from None
