@@ -419,9 +419,8 @@ def main() -> None:
                     started.append(p)
                     cpu = lambda p=p: proc_cpu(p.proc.pid)  # noqa: E731
                     apart = (lambda c=clamd_proc: proc_cpu(c.pid)) if clamd_proc else None
-                    results.append(measure(system, p.port, p.new_dir(), cfg, cfg["messages"], cpu, apart=apart))
-                    latency_run(results, system, p.port, p.new_dir(), cfg, cfg["latency_rate"],
-                                cfg["latency_messages"], cfg["messages"], cpu, apart)
+                    both_runs(results, system, p.port, p.new_dir(), cfg, cfg["messages"], cfg["latency_rate"],
+                              cfg["latency_messages"], cpu, apart)
                 elif system == "postfix-spamassassin":
                     spamd, spamd_port = start_spamd(work)
                     started.append(spamd)
@@ -429,9 +428,8 @@ def main() -> None:
                     pf.start()
                     started.append(pf)
                     cpu = lambda: proc_tree_cpu([pf.proc.pid, spamd.pid])  # noqa: E731
-                    results.append(measure(system, pf.port, pf.new_dir(), cfg, cfg["messages_spamassassin"], cpu))
-                    latency_run(results, system, pf.port, pf.new_dir(), cfg, cfg["latency_rate_spamassassin"],
-                                cfg["latency_messages_spamassassin"], cfg["messages_spamassassin"], cpu)
+                    both_runs(results, system, pf.port, pf.new_dir(), cfg, cfg["messages_spamassassin"],
+                              cfg["latency_rate_spamassassin"], cfg["latency_messages_spamassassin"], cpu)
                 elif system == "postfix-rspamd":
                     rspamd, milter_port = start_rspamd(work)
                     started.append(rspamd)
@@ -441,9 +439,8 @@ def main() -> None:
                     pf.start()
                     started.append(pf)
                     cpu = lambda: proc_tree_cpu([pf.proc.pid, rspamd.pid])  # noqa: E731
-                    results.append(measure(system, pf.port, pf.new_dir(), cfg, cfg["messages"], cpu))
-                    latency_run(results, system, pf.port, pf.new_dir(), cfg, cfg["latency_rate"],
-                                cfg["latency_messages"], cfg["messages"], cpu)
+                    both_runs(results, system, pf.port, pf.new_dir(), cfg, cfg["messages"], cfg["latency_rate"],
+                              cfg["latency_messages"], cpu)
                 else:
                     raise SystemExit(f"unknown system {system!r} in SYSTEMS")
             finally:
@@ -492,12 +489,15 @@ def main() -> None:
     print(f"\nwritten to {out.relative_to(REPO)}")
 
 
-def latency_run(results: list, system: str, port: int, new: Path, cfg: dict, rate: float, messages: int,
-                first: int, cpu, apart=None) -> None:
-    """The open-loop run after a closed-loop one, on the same running system."""
-    if rate > 0 and messages > 0:
+def both_runs(results: list, system: str, port: int, new: Path, cfg: dict, messages: int, rate: float,
+              latency_messages: int, cpu, apart=None) -> None:
+    """The closed-loop run of `messages`, then, on the same running system, the open-loop
+    run of `latency_messages` at `rate` (numbered after the first run's)."""
+    results.append(measure(system, port, new, cfg, messages, cpu, apart=apart))
+    if rate > 0 and latency_messages > 0:
         time.sleep(1)  # the closed loop's last files are in; start from an idle system
-        results.append(measure(system, port, new, cfg, messages, cpu, rate=rate, first=first, apart=apart))
+        results.append(measure(system, port, new, cfg, latency_messages, cpu, rate=rate, first=messages,
+                               apart=apart))
 
 
 def clamav_db(notes: list) -> Path:
