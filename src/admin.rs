@@ -77,6 +77,25 @@ pub enum UserAction {
     /// them: with --show, --json or no option at all. The user logs in to RADIUS with
     /// their mail password (PAP); CHAP and MS-CHAPv2 need --chap-secret.
     Radius(RadiusArgs),
+    /// The other addresses a user may send as through submission.
+    Alias {
+        #[command(subcommand)]
+        action: crate::outbound::AliasAction,
+    },
+    /// Set a user's sending limits (messages and recipients an hour), or show them.
+    Limits(crate::outbound::LimitsArgs),
+    /// The users whose outbound mail scored as spam: their mail is held, and they may
+    /// not send until unflagged.
+    Flagged {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear a user's spam flag, so they may send again.
+    Unflag {
+        /// The address.
+        address: String,
+    },
 }
 
 /// `pampa user radius ADDR …`.
@@ -340,6 +359,10 @@ pub async fn domain(config: &Config, action: DomainAction) -> Result<()> {
 pub async fn user(config: &Config, action: UserAction) -> Result<()> {
     let dir = directory(config).await?;
     match action {
+        UserAction::Alias { action } => crate::outbound::alias(config, action).await?,
+        UserAction::Limits(args) => crate::outbound::limits(config, args).await?,
+        UserAction::Flagged { json } => crate::outbound::flagged(config, json).await?,
+        UserAction::Unflag { address } => crate::outbound::unflag(config, &address).await?,
         UserAction::Add {
             address,
             password,

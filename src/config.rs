@@ -7,10 +7,12 @@ use pampa_bus::BusConfig;
 use pampa_dns::DnsConfig;
 use pampa_ingest::SmtpConfig;
 use pampa_radius::RadiusConfig;
+use pampa_relay::RelayConfig;
 use pampa_stages::{
     antivirus::AntivirusConfig, auth::AuthConfig, rbl::RblConfig, score::ScoreConfig,
-    whitelist::WhitelistConfig, PipelineConfig,
+    whitelist::WhitelistConfig, OutboundConfig, PipelineConfig,
 };
+use pampa_submission::SubmissionConfig;
 use serde::Deserialize;
 
 /// The whole configuration (DESIGN.md §5).
@@ -37,6 +39,12 @@ pub struct Config {
     pub radius: RadiusConfig,
     /// The DNS role: authoritative zones, DNSBL mirror zones, recursion.
     pub dns: DnsConfig,
+    /// The submission role: authenticated SMTP on 587 and 465.
+    pub submission: SubmissionConfig,
+    /// The checks submitted mail passes before the relay.
+    pub outbound: OutboundConfig,
+    /// The relay: outbound delivery to the internet.
+    pub relay: RelayConfig,
 }
 
 /// The `[stages]` section: one table per stage.
@@ -83,6 +91,9 @@ impl Default for Config {
             stages: StagesConfig::default(),
             radius: RadiusConfig::default(),
             dns: DnsConfig::default(),
+            submission: SubmissionConfig::default(),
+            outbound: OutboundConfig::default(),
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -142,6 +153,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self> {
         let config: Config = toml::from_str(text)?;
         config.pipeline.validate().map_err(anyhow::Error::msg)?;
+        config.outbound.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 

@@ -10,6 +10,7 @@ mod http;
 mod lists;
 mod migrate;
 mod nas;
+mod outbound;
 mod plot;
 mod radius_directory;
 mod recover;
@@ -145,6 +146,16 @@ enum Command {
         #[command(subcommand)]
         action: streams::StreamsAction,
     },
+    /// DKIM signing keys of local domains.
+    Dkim {
+        #[command(subcommand)]
+        action: outbound::DkimAction,
+    },
+    /// The relay's queue of outbound mail: list, show, retry, drop.
+    Queue {
+        #[command(subcommand)]
+        action: outbound::QueueAction,
+    },
     /// Inspect and re-queue dead letters.
     Dead {
         #[command(subcommand)]
@@ -227,6 +238,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Domain { action } => admin::domain(&config, action).await,
         Command::User { action } => admin::user(&config, action).await,
         Command::Dead { action } => admin::dead(&config, action).await,
+        Command::Dkim { action } => outbound::dkim(&config, action).await,
+        Command::Queue { action } => outbound::queue(&config, action).await,
         Command::Nas { action } => nas::nas(&config, action).await,
         Command::List { list } => lists::list(&config, list).await,
         Command::Addressbook { action } => lists::addressbook(&config, action).await,

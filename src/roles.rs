@@ -11,11 +11,13 @@ use pampa_directory::Directory;
 use pampa_dns::{Dns, DnsHandle, ReloadOutcome, ReloadReport};
 use pampa_ingest::Ingest;
 use pampa_radius::{Radius, RadiusHandle};
+use pampa_relay::Relay;
 use pampa_schemas::RECOVERED_EVENT_TYPE;
 use pampa_stages::{
-    antivirus::Antivirus, auth::Auth, rbl::Rbl, score::Score, whitelist::Whitelist, Stage,
-    StageHandler, StageName,
+    antivirus::Antivirus, auth::Auth, rbl::Rbl, score::Score, whitelist::Whitelist, OutboundConfig,
+    Stage, StageHandler, StageName,
 };
+use pampa_submission::Submission;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 use crate::{config::Config, http, radius_directory::DirectoryForRadius};
@@ -41,6 +43,14 @@ pub enum Role {
     Radius,
     /// Authoritative zones, DNSBL mirror zones and recursion.
     Dns,
+    /// Authenticated SMTP for users (587 with STARTTLS, 465 with TLS).
+    Submission,
+    /// clamd on submitted mail.
+    OutboundAntivirus,
+    /// Score on submitted mail: what scores as spam is held.
+    OutboundScore,
+    /// Delivers outbound mail to the internet; holds what the checks judged spam.
+    Relay,
 }
 
 impl Role {
@@ -51,7 +61,15 @@ impl Role {
             Role::Antivirus => Some(StageName::Antivirus),
             Role::Auth => Some(StageName::Auth),
             Role::Score => Some(StageName::Score),
-            Role::Ingest | Role::Deliver | Role::Radius | Role::Dns => None,
+            _ => None,
+        }
+    }
+
+    fn outbound_stage(self) -> Option<StageName> {
+        match self {
+            Role::OutboundAntivirus => Some(StageName::Antivirus),
+            Role::OutboundScore => Some(StageName::Score),
+            _ => None,
         }
     }
 }
@@ -379,28 +397,94 @@ fn spawn_runner<H: Handler>(
     tasks.set.spawn(runner.run(tasks.shutdown.clone()));
 }
 
+/// Which mail a stage checks: the MX's (`[pipeline]`) or submitted mail
+/// (`[outbound]`, under its own consumers).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Inbound,
+    Outbound,
+}
+
 fn spawn_stage<S: Stage>(
     config: &Config,
     backends: &Backends,
     name: StageName,
     stage: S,
+    flow: Flow,
     tasks: &mut Tasks,
 ) -> Result<()> {
-    let input = config.pipeline.input_of(name).ok_or_else(|| {
+    let (input, output, consumer, section) = match flow {
+        Flow::Inbound => (
+            config.pipeline.input_of(name).map(str::to_owned),
+            name.output().to_owned(),
+            name.as_str().to_owned(),
+            "pipeline",
+        ),
+        Flow::Outbound => (
+            config.outbound.input_of(name),
+            config.outbound.output_of(name),
+            OutboundConfig::consumer_name(name),
+            "outbound",
+        ),
+    };
+    let input = input.ok_or_else(|| {
         anyhow!(
-            "stage {} is not in pipeline.stages, so it has nothing to read",
+            "stage {} is not in {section}.stages, so it has nothing to read",
             name.as_str()
         )
     })?;
-    let handler = StageHandler::new(stage, backends.log.clone(), name.output());
+    let handler = StageHandler::new(stage, backends.log.clone(), &output).named(&consumer);
     spawn_runner(
         config,
         backends,
         handler,
-        input,
+        &input,
         config.stages.concurrency,
         tasks,
     );
+    Ok(())
+}
+
+async fn start_submission(config: &Config, backends: &Backends, tasks: &mut Tasks) -> Result<()> {
+    let submission = Submission::new(
+        config.submission.clone(),
+        backends.log.clone(),
+        backends.directory.clone(),
+        config.bus.publish_timeout,
+    )?;
+    let listeners = submission.bind().await?;
+    let probe = submission.clone();
+    tasks.probes.push(Arc::new(move || {
+        let listening = probe.is_listening();
+        Box::pin(async move {
+            if listening {
+                Ok(())
+            } else {
+                Err("submission is not listening".to_owned())
+            }
+        })
+    }));
+    tasks
+        .set
+        .spawn(submission.serve(listeners, tasks.shutdown.clone()));
+    Ok(())
+}
+
+fn start_relay(config: &Config, backends: &Backends, tasks: &mut Tasks) -> Result<()> {
+    let relay = Relay::new(
+        config.relay.clone(),
+        backends.log.clone(),
+        backends.directory.clone(),
+    )?;
+    spawn_runner(
+        config,
+        backends,
+        relay.handler(),
+        pampa_schemas::OUTBOUND_EVENT_TYPE,
+        config.stages.concurrency,
+        tasks,
+    );
+    tasks.set.spawn(relay.run_queue(tasks.shutdown.clone()));
     Ok(())
 }
 
@@ -408,28 +492,35 @@ async fn start_stage(
     config: &Config,
     backends: &Backends,
     name: StageName,
+    flow: Flow,
     tasks: &mut Tasks,
 ) -> Result<()> {
+    if flow == Flow::Outbound && !matches!(name, StageName::Score | StageName::Antivirus) {
+        return Err(anyhow!(
+            "{} is not an outbound check; outbound.stages takes antivirus and score",
+            name.as_str()
+        ));
+    }
     match name {
         StageName::Score => {
             let (stage, report) =
                 Score::new(&config.stages.score).context("cannot start the score stage")?;
             log_rule_report(&report);
-            spawn_stage(config, backends, name, stage, tasks)
+            spawn_stage(config, backends, name, stage, flow, tasks)
         }
         StageName::Whitelist => {
             let stage = Whitelist::new(config.stages.whitelist.clone(), backends.directory.clone());
-            spawn_stage(config, backends, name, stage, tasks)
+            spawn_stage(config, backends, name, stage, flow, tasks)
         }
         StageName::Rbl => {
             let stage =
                 Rbl::new(config.stages.rbl.clone()).context("cannot start the rbl stage")?;
-            spawn_stage(config, backends, name, stage, tasks)
+            spawn_stage(config, backends, name, stage, flow, tasks)
         }
         StageName::Auth => {
             let stage =
                 Auth::new(config.stages.auth.clone()).context("cannot start the auth stage")?;
-            spawn_stage(config, backends, name, stage, tasks)
+            spawn_stage(config, backends, name, stage, flow, tasks)
         }
         StageName::Antivirus => {
             let stage = Antivirus::new(config.stages.antivirus.clone())
@@ -440,7 +531,7 @@ async fn start_stage(
                 let probe = probe.clone();
                 Box::pin(async move { probe.ping().await.map_err(|e| format!("clamd: {e}")) })
             }));
-            spawn_stage(config, backends, name, stage, tasks)
+            spawn_stage(config, backends, name, stage, flow, tasks)
         }
     }
 }
@@ -505,12 +596,22 @@ pub async fn up(config: Config) -> Result<()> {
     let mut tasks = Tasks::new();
     let backends = open_backends(&config).await?;
     for stage in &config.pipeline.stages {
-        start_stage(&config, &backends, *stage, &mut tasks).await?;
+        start_stage(&config, &backends, *stage, Flow::Inbound, &mut tasks).await?;
     }
     start_deliver(&config, &backends, &mut tasks);
     let ingest = start_ingest(&config, &backends, &mut tasks).await?;
     let radius = start_radius(&config, &backends, &mut tasks).await?;
     start_dns(&config, &backends, &mut tasks).await?;
+    // Submission needs a certificate (AUTH only inside TLS); without one, `pampa up`
+    // runs inbound mail only.
+    let outbound = config.submission.tls_cert.is_some();
+    if outbound {
+        start_submission(&config, &backends, &mut tasks).await?;
+        for stage in &config.outbound.stages {
+            start_stage(&config, &backends, *stage, Flow::Outbound, &mut tasks).await?;
+        }
+        start_relay(&config, &backends, &mut tasks)?;
+    }
     start_metrics(
         &config,
         &backends,
@@ -543,6 +644,18 @@ pub async fn up(config: Config) -> Result<()> {
             stages.join(" -> ")
         }
     );
+    if outbound {
+        let outbound_stages: Vec<&str> =
+            config.outbound.stages.iter().map(|s| s.as_str()).collect();
+        println!(
+            "  submission listening on {} (STARTTLS) and {} (TLS); checks {} -> relay",
+            config.submission.listen,
+            config.submission.tls_listen,
+            outbound_stages.join(" -> ")
+        );
+    } else {
+        println!("  submission off (set submission.tls_cert and tls_key to send mail out)");
+    }
     println!(
         "  RADIUS     auth on {}, accounting on {} (udp)",
         config.radius.auth_listen, config.radius.acct_listen
@@ -599,11 +712,26 @@ pub async fn run(config: Config, role: Role) -> Result<()> {
             start_dns(&config, &backends, &mut tasks).await?;
             None
         }
+        Role::Submission => {
+            start_submission(&config, &backends, &mut tasks).await?;
+            None
+        }
+        Role::Relay => {
+            start_relay(&config, &backends, &mut tasks)?;
+            None
+        }
+        Role::OutboundAntivirus | Role::OutboundScore => {
+            let name = role
+                .outbound_stage()
+                .ok_or_else(|| anyhow!("{role:?} is not an outbound check"))?;
+            start_stage(&config, &backends, name, Flow::Outbound, &mut tasks).await?;
+            None
+        }
         stage => {
             let name = stage
                 .stage()
                 .ok_or_else(|| anyhow!("{role:?} is not a stage"))?;
-            start_stage(&config, &backends, name, &mut tasks).await?;
+            start_stage(&config, &backends, name, Flow::Inbound, &mut tasks).await?;
             None
         }
     };

@@ -56,6 +56,7 @@ pub struct EvalArgs {
 /// A message with no recipients, for scoring outside the pipeline.
 fn offline_analysis() -> MailAnalysis {
     MailAnalysis::start(MailReceived {
+        submitted_by: None,
         message_id: String::new(),
         client: pampa_schemas::ClientInfo {
             ip: String::new(),

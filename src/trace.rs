@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use pampa_bus::{EventLog, StoredEvent};
 use pampa_schemas::{
-    decode, subjects, DeliveryOutcome, MailAnalysis, MailDelivered, MailFeedback, MailReceived,
+    decode, subjects, DeliveryOutcome, MailAnalysis, MailDelivered, MailFeedback, MailHeld,
+    MailReceived, RelayAttempt, RelayFinal, SUBMITTED_EVENT_TYPE,
 };
 use serde_json::{json, Value};
 
@@ -40,16 +41,62 @@ fn describe(event: &StoredEvent, tags_before: &mut usize) -> Result<(Value, Stri
     let bytes = &event.payload;
     let head = pampa_schemas::decode_head(bytes)?;
     let (payload, details) = match head.event_type.as_str() {
-        "mail.received" => {
+        "mail.received" | SUBMITTED_EVENT_TYPE => {
             let p = decode::<MailReceived>(bytes)?.payload;
             let details = format!(
-                "from <{}> to {} size {} client {} helo {}{}",
+                "from <{}> to {} size {} client {} helo {}{}{}",
                 p.mail_from,
                 p.recipients.join(","),
                 p.blob.size,
                 p.client.ip,
                 p.client.helo,
-                if p.client.tls { " tls" } else { "" }
+                if p.client.tls { " tls" } else { "" },
+                p.submitted_by
+                    .as_deref()
+                    .map(|user| format!(" user {user}"))
+                    .unwrap_or_default()
+            );
+            (serde_json::to_value(&p)?, details)
+        }
+        "mail.held" => {
+            let p = decode::<MailHeld>(bytes)?.payload;
+            let details = format!(
+                "held, not sent: {}{}",
+                p.reason,
+                if p.flagged_now {
+                    format!("; {} flagged", p.submitted_by)
+                } else {
+                    String::new()
+                }
+            );
+            (serde_json::to_value(&p)?, details)
+        }
+        "mail.relay.attempt" => {
+            let p = decode::<RelayAttempt>(bytes)?.payload;
+            let results: Vec<String> = p
+                .recipients
+                .iter()
+                .map(|r| format!("{}: {} ({})", r.recipient, r.result.as_str(), r.reply))
+                .collect();
+            let details = format!(
+                "attempt {} to {} via {}{}: {}",
+                p.attempt,
+                p.domain,
+                p.mx.as_deref().unwrap_or("no MX reached"),
+                if p.tls { " tls" } else { "" },
+                results.join("; ")
+            );
+            (serde_json::to_value(&p)?, details)
+        }
+        "mail.relay.final" => {
+            let p = decode::<RelayFinal>(bytes)?.payload;
+            let details = format!(
+                "{}: {} after {} attempt(s) ({}){}",
+                p.recipient,
+                p.outcome.as_str(),
+                p.attempts,
+                p.reply,
+                if p.dsn_sent { "; DSN sent" } else { "" }
             );
             (serde_json::to_value(&p)?, details)
         }
@@ -130,19 +177,21 @@ fn describe(event: &StoredEvent, tags_before: &mut usize) -> Result<(Value, Stri
 async fn find_by_header(log: &EventLog, header: &str) -> Result<String> {
     let wanted = header.trim().trim_start_matches('<').trim_end_matches('>');
     let mut found: Vec<String> = Vec::new();
-    let mut stream = log.replay_stream("mail.received", chrono::DateTime::UNIX_EPOCH);
-    while let Some(event) = stream.next().await {
-        let event = event?;
-        let Ok(received) = decode::<MailReceived>(&event.payload) else {
-            continue;
-        };
-        let matches = received
-            .payload
-            .header_message_id
-            .as_deref()
-            .is_some_and(|h| h.trim().trim_start_matches('<').trim_end_matches('>') == wanted);
-        if matches && !found.contains(&received.payload.message_id) {
-            found.push(received.payload.message_id);
+    for subject in ["mail.received", SUBMITTED_EVENT_TYPE] {
+        let mut stream = log.replay_stream(subject, chrono::DateTime::UNIX_EPOCH);
+        while let Some(event) = stream.next().await {
+            let event = event?;
+            let Ok(received) = decode::<MailReceived>(&event.payload) else {
+                continue;
+            };
+            let matches = received
+                .payload
+                .header_message_id
+                .as_deref()
+                .is_some_and(|h| h.trim().trim_start_matches('<').trim_end_matches('>') == wanted);
+            if matches && !found.contains(&received.payload.message_id) {
+                found.push(received.payload.message_id);
+            }
         }
     }
     match found.len() {

@@ -10,6 +10,8 @@
 //! - `store`: [`Directory`], the connection, migrations and queries.
 //! - [`lists`]: allow and block lists (per user and global), the address book, and the
 //!   one lookup the `whitelist` stage makes per recipient.
+//! - [`outbound`]: sender aliases, outbound limits and flags, DKIM keys, and the relay's
+//!   queue.
 //! - [`radius`]: NAS clients and users' RADIUS profiles (CHAP secret, reply attributes,
 //!   limits), as the RADIUS server looks them up.
 //! - `password`: argon2 hashing, and [`verify_password_hash`] for callers that hold the
@@ -19,6 +21,7 @@
 pub mod address;
 mod error;
 pub mod lists;
+pub mod outbound;
 mod password;
 pub mod radius;
 mod store;
@@ -26,6 +29,7 @@ mod store;
 pub use address::Address;
 pub use error::DirectoryError;
 pub use lists::{Contact, ImportReport, ListEntry, ListKind, ListMatch, ListPattern, ListScope};
+pub use outbound::{DkimKey, OutboundProfile, QueueEntry, QueueStatus, SenderFlag};
 pub use password::verify as verify_password_hash;
 pub use radius::{NasClient, RadiusProfile, RadiusUser};
 pub use store::{Backend, Directory, SpamLevel, User};

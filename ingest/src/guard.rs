@@ -1,11 +1,14 @@
-//! The dictionary-attack defence: a client IP that names too many unknown recipients
-//! within a window is refused for a while, so nobody can harvest the user list.
+//! Failure guards: a key (a client IP, a user name) that fails too often within a window
+//! is refused for a while. The MX uses one against dictionary attacks (unknown
+//! recipients per IP, so nobody can harvest the user list); submission uses two against
+//! password guessing (failed AUTH per IP and per user).
 //!
-//! The state is per ingest process and in memory: an attacker spread over several MX
-//! processes gets a few more guesses, which is acceptable for a rate limit.
+//! The state is per process and in memory: an attacker spread over several processes
+//! gets a few more guesses, which is acceptable for a rate limit.
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
@@ -17,20 +20,25 @@ struct Entry {
     blocked_until: Option<Instant>,
 }
 
-/// Counts unknown recipients per client IP.
-pub(crate) struct DictionaryGuard {
+/// Counts failures per key, and refuses a key for `block` once it has failed `limit`
+/// times within `window`.
+pub struct FailureGuard<K> {
     limit: u32,
     window: Duration,
     block: Duration,
-    entries: Mutex<HashMap<IpAddr, Entry>>,
+    entries: Mutex<HashMap<K, Entry>>,
 }
+
+/// Counts unknown recipients per client IP.
+pub(crate) type DictionaryGuard = FailureGuard<IpAddr>;
 
 /// Above this many tracked IPs, stale entries are swept on the next update.
 const SWEEP_AT: usize = 10_000;
 
-impl DictionaryGuard {
-    pub(crate) fn new(limit: u32, window: Duration, block: Duration) -> Self {
-        DictionaryGuard {
+impl<K: Hash + Eq> FailureGuard<K> {
+    /// A guard that blocks for `block` after `limit` failures within `window`.
+    pub fn new(limit: u32, window: Duration, block: Duration) -> Self {
+        FailureGuard {
             limit: limit.max(1),
             window,
             block,
@@ -38,18 +46,18 @@ impl DictionaryGuard {
         }
     }
 
-    /// Whether `ip` is refused right now.
-    pub(crate) fn is_blocked(&self, ip: IpAddr) -> bool {
+    /// Whether `key` is refused right now.
+    pub fn is_blocked(&self, key: &K) -> bool {
         let now = Instant::now();
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
-            .get(&ip)
+            .get(key)
             .and_then(|e| e.blocked_until)
             .is_some_and(|until| until > now)
     }
 
-    /// Records one unknown recipient; returns true when this one trips the limit.
-    pub(crate) fn record_unknown(&self, ip: IpAddr) -> bool {
+    /// Records one failure; returns true when this one trips the limit.
+    pub fn record_failure(&self, key: K) -> bool {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= SWEEP_AT {
@@ -59,7 +67,7 @@ impl DictionaryGuard {
                     || now.duration_since(e.window_start) < window
             });
         }
-        let entry = entries.entry(ip).or_insert(Entry {
+        let entry = entries.entry(key).or_insert(Entry {
             window_start: now,
             unknown: 0,
             blocked_until: None,
@@ -88,26 +96,26 @@ mod tests {
         let guard = DictionaryGuard::new(3, Duration::from_secs(60), Duration::from_secs(60));
         let bad: IpAddr = "192.0.2.1".parse().unwrap();
         let good: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(!guard.record_unknown(bad));
-        assert!(!guard.record_unknown(bad));
-        assert!(!guard.is_blocked(bad));
-        assert!(guard.record_unknown(bad));
-        assert!(guard.is_blocked(bad));
-        assert!(!guard.is_blocked(good));
+        assert!(!guard.record_failure(bad));
+        assert!(!guard.record_failure(bad));
+        assert!(!guard.is_blocked(&bad));
+        assert!(guard.record_failure(bad));
+        assert!(guard.is_blocked(&bad));
+        assert!(!guard.is_blocked(&good));
     }
 
     #[test]
     fn the_window_forgets_old_misses_and_the_block_ends() {
         let guard = DictionaryGuard::new(2, Duration::from_millis(20), Duration::from_millis(20));
         let ip: IpAddr = "2001:db8::1".parse().unwrap();
-        assert!(!guard.record_unknown(ip));
+        assert!(!guard.record_failure(ip));
         std::thread::sleep(Duration::from_millis(30));
         assert!(
-            !guard.record_unknown(ip),
+            !guard.record_failure(ip),
             "the first miss is outside the window"
         );
-        assert!(guard.record_unknown(ip));
+        assert!(guard.record_failure(ip));
         std::thread::sleep(Duration::from_millis(30));
-        assert!(!guard.is_blocked(ip));
+        assert!(!guard.is_blocked(&ip));
     }
 }

@@ -7,16 +7,20 @@
 //!
 //! # Layout
 //! - [`config`]: the `[smtp]` section.
+//! - [`conn`]: the SMTP plumbing shared with the submission role: command lines, reply
+//!   queue, DATA reader, STARTTLS.
 //! - [`server`]: the listener, TLS set-up and the shared state of all sessions.
 //! - `session`: one SMTP conversation, a state machine over smtp-proto's parser.
-//! - `guard`: the dictionary-attack defence (unknown recipients per client IP).
-//! - `message`: the `Received:` header and what ingest reads from the header block.
+//! - [`guard`]: failure guards; the MX's dictionary-attack defence (unknown recipients
+//!   per client IP), and submission's AUTH lockouts.
+//! - [`message`]: the `Received:` header and what ingest reads from the header block.
 //! - [`metrics`]: metric names.
 #![warn(missing_docs)]
 
 pub mod config;
-mod guard;
-mod message;
+pub mod conn;
+pub mod guard;
+pub mod message;
 pub mod metrics;
 mod rate;
 pub mod server;

@@ -1,26 +1,40 @@
-//! What ingest adds to a message and reads from it.
+//! What ingest (and submission) add to a message and read from it.
 
 use chrono::{DateTime, Utc};
 
 /// The `Received:` trace header (RFC 5321 §4.4) that ingest puts on top.
-pub(crate) struct Trace<'a> {
+pub struct Trace<'a> {
+    /// What the client said in EHLO/HELO.
     pub helo: &'a str,
+    /// The client IP.
     pub ip: &'a str,
+    /// Our host name.
     pub hostname: &'a str,
+    /// Whether the session ran inside TLS.
     pub tls: bool,
+    /// EHLO rather than HELO.
     pub esmtp: bool,
+    /// Whether the client authenticated (submission): the protocol gets its `A`
+    /// (RFC 3848).
+    pub authenticated: bool,
+    /// pampa's id of the message.
     pub id: &'a str,
+    /// The recipient, named only when there is one (RFC 5321 §7.2).
     pub single_recipient: Option<&'a str>,
+    /// When the message arrived.
     pub at: DateTime<Utc>,
 }
 
 impl Trace<'_> {
-    pub(crate) fn header(&self) -> String {
-        let protocol = match (self.esmtp, self.tls) {
-            (true, true) => "ESMTPS",
-            (true, false) => "ESMTP",
-            (false, true) => "SMTPS",
-            (false, false) => "SMTP",
+    /// The header, CRLF-terminated and folded.
+    pub fn header(&self) -> String {
+        let protocol = match (self.esmtp, self.tls, self.authenticated) {
+            (true, true, true) => "ESMTPSA",
+            (true, false, true) => "ESMTPA",
+            (true, true, false) => "ESMTPS",
+            (true, false, false) => "ESMTP",
+            (false, true, _) => "SMTPS",
+            (false, false, _) => "SMTP",
         };
         let helo: String = self
             .helo
@@ -45,7 +59,7 @@ impl Trace<'_> {
 }
 
 /// The end of the header block, or the whole message if it has no body.
-fn header_block(message: &[u8]) -> &[u8] {
+pub fn header_block(message: &[u8]) -> &[u8] {
     let end = message
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -55,7 +69,7 @@ fn header_block(message: &[u8]) -> &[u8] {
 }
 
 /// The `Message-ID:` header's value, unfolded, if there is one.
-pub(crate) fn header_message_id(message: &[u8]) -> Option<String> {
+pub fn header_message_id(message: &[u8]) -> Option<String> {
     let headers = header_block(message);
     let mut lines = headers.split(|&b| b == b'\n').peekable();
     while let Some(line) = lines.next() {
@@ -84,7 +98,7 @@ pub(crate) fn header_message_id(message: &[u8]) -> Option<String> {
 
 /// Makes every line end in CRLF: a bare LF becomes CRLF, as Postfix's cleanup does, so
 /// stores and signatures downstream see one canonical form.
-pub(crate) fn canonical_line_endings(data: Vec<u8>) -> Vec<u8> {
+pub fn canonical_line_endings(data: Vec<u8>) -> Vec<u8> {
     // memchr finds the line ends; most messages have none bare and are returned as is.
     let is_bare = |i: usize| i == 0 || data[i - 1] != b'\r';
     let bare = memchr::memchr_iter(b'\n', &data)
@@ -140,6 +154,7 @@ mod tests {
             hostname: "mx.example.org",
             tls: true,
             esmtp: true,
+            authenticated: false,
             id: "abc",
             single_recipient: Some("alice@example.org"),
             at: DateTime::UNIX_EPOCH,

@@ -3,7 +3,6 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, PoisonError,
@@ -14,7 +13,7 @@ use std::{
 use pampa_bus::EventLog;
 use pampa_directory::Directory;
 use tokio::{net::TcpListener, sync::watch};
-use tokio_rustls::{rustls, TlsAcceptor};
+use tokio_rustls::TlsAcceptor;
 
 use crate::{guard::DictionaryGuard, metrics, rate::ConnectionRate, session, SmtpConfig};
 
@@ -57,35 +56,6 @@ pub struct Ingest {
     rate: Arc<ConnectionRate>,
 }
 
-fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, IngestError> {
-    let tls_err = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
-        IngestError::Tls(format!("{what} {}: {e}", path.display()))
-    };
-    let cert_pem = std::fs::read(cert).map_err(|e| tls_err("cannot read", cert, &e))?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_err("bad certificate in", cert, &e))?;
-    if certs.is_empty() {
-        return Err(IngestError::Tls(format!(
-            "no certificate in {}",
-            cert.display()
-        )));
-    }
-    let key_pem = std::fs::read(key).map_err(|e| tls_err("cannot read", key, &e))?;
-    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| tls_err("bad key in", key, &e))?
-        .ok_or_else(|| IngestError::Tls(format!("no private key in {}", key.display())))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| IngestError::Tls(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key_der)
-    .map_err(|e| IngestError::Tls(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
 impl Ingest {
     /// Builds the MX; loads the TLS certificate if one is configured.
     pub fn new(
@@ -95,7 +65,9 @@ impl Ingest {
         publish_timeout: Duration,
     ) -> Result<Self, IngestError> {
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+            (Some(cert), Some(key)) => {
+                Some(crate::conn::load_tls(cert, key).map_err(IngestError::Tls)?)
+            }
             (None, None) => None,
             _ => {
                 return Err(IngestError::Tls(

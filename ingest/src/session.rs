@@ -1,7 +1,5 @@
-//! One SMTP conversation: a state machine over smtp-proto's command parser.
-//!
-//! Replies are queued and flushed only when the client's input is drained, which is what
-//! PIPELINING needs and saves a write per command.
+//! One SMTP conversation: a state machine over smtp-proto's command parser, on the
+//! shared plumbing of [`crate::conn`].
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -10,25 +8,17 @@ use pampa_bus::OutgoingEvent;
 use pampa_directory::{Address, DirectoryError, User};
 use pampa_schemas::{new_id, ClientInfo, Envelope, LevelSnapshot, MailReceived, RecipientLevel};
 use smtp_proto::{
-    request::receiver::{DataReceiver, DummyDataReceiver},
     EhloResponse, Error as ParseError, Request, EXT_8BIT_MIME, EXT_ENHANCED_STATUS_CODES,
     EXT_PIPELINING, EXT_SIZE, EXT_START_TLS,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use crate::{
+    conn::{has_source_route, parse_error_reply, Io, Outcome, SmtpConn},
     message::{canonical_line_endings, header_message_id, Trace},
     metrics,
     server::Shared,
 };
-
-/// Anything a session can speak over: TCP, or TLS over TCP.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
-
-/// What ends a session, as the `result` label of [`metrics::SESSIONS_TOTAL`].
-type Outcome = &'static str;
 
 struct Transaction {
     mail_from: String,
@@ -39,19 +29,13 @@ struct Transaction {
 
 pub(crate) struct Session {
     shared: Arc<Shared>,
-    stream: Option<Box<dyn Io>>,
+    conn: SmtpConn,
     peer: SocketAddr,
     id: String,
-    input: Vec<u8>,
-    output: Vec<u8>,
     helo: Option<String>,
     esmtp: bool,
     tls: bool,
     transaction: Option<Transaction>,
-    commands: usize,
-    errors: usize,
-    /// Set after an over-long line: input is dropped up to the next newline.
-    skipping_long_line: bool,
 }
 
 enum Next {
@@ -61,20 +45,21 @@ enum Next {
 
 impl Session {
     pub(crate) fn new(shared: Arc<Shared>, stream: Box<dyn Io>, peer: SocketAddr) -> Self {
+        let conn = SmtpConn::new(
+            stream,
+            shared.config.idle_timeout,
+            shared.config.max_line_length,
+            metrics::REPLIES_TOTAL,
+        );
         Session {
             shared,
-            stream: Some(stream),
+            conn,
             peer,
             id: new_id(),
-            input: Vec::with_capacity(1024),
-            output: Vec::with_capacity(1024),
             helo: None,
             esmtp: false,
             tls: false,
             transaction: None,
-            commands: 0,
-            errors: 0,
-            skipping_long_line: false,
         }
     }
 
@@ -84,7 +69,7 @@ impl Session {
             tracing::debug!("SMTP session opened.");
             let outcome = self.converse().await;
             // The peer may be gone already; there is nobody left to tell.
-            let _ = self.flush().await;
+            let _ = self.conn.flush().await;
             tracing::debug!(outcome, "SMTP session closed.");
             outcome
         }
@@ -93,7 +78,7 @@ impl Session {
     }
 
     async fn converse(&mut self) -> Outcome {
-        if self.shared.guard.is_blocked(self.peer.ip()) {
+        if self.shared.guard.is_blocked(&self.peer.ip()) {
             self.reply(
                 421,
                 "4.7.0",
@@ -114,16 +99,16 @@ impl Session {
         let greeting = format!("{} ESMTP pampa", self.shared.config.hostname);
         self.reply(220, "", &greeting);
         loop {
-            while let Some(line) = self.next_line() {
+            while let Some(line) = self.conn.next_line() {
                 match self.command(&line).await {
                     Next::Continue => {}
                     Next::Close(outcome) => return outcome,
                 }
             }
-            if let Err(outcome) = self.flush().await {
+            if let Err(outcome) = self.conn.flush().await {
                 return outcome;
             }
-            match self.read_more().await {
+            match self.conn.read_more().await {
                 Ok(true) => {}
                 Ok(false) => return "disconnect",
                 Err(outcome) => return outcome,
@@ -132,106 +117,22 @@ impl Session {
     }
 
     fn reply(&mut self, code: u16, esc: &str, text: &str) {
-        if esc.is_empty() {
-            self.output
-                .extend_from_slice(format!("{code} {text}\r\n").as_bytes());
-        } else {
-            self.output
-                .extend_from_slice(format!("{code} {esc} {text}\r\n").as_bytes());
-        }
-        ::metrics::counter!(metrics::REPLIES_TOTAL, "code" => code.to_string()).increment(1);
-    }
-
-    async fn flush(&mut self) -> Result<(), Outcome> {
-        if self.output.is_empty() {
-            return Ok(());
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err("io_error");
-        };
-        let written = async {
-            stream.write_all(&self.output).await?;
-            stream.flush().await
-        };
-        let result = tokio::time::timeout(self.shared.config.idle_timeout, written).await;
-        self.output.clear();
-        match result {
-            Ok(Ok(())) => Ok(()),
-            _ => Err("io_error"),
-        }
-    }
-
-    /// Reads more input; `Ok(false)` on a clean EOF.
-    async fn read_more(&mut self) -> Result<bool, Outcome> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Err("io_error");
-        };
-        // Straight into the input's spare room: no zeroed buffer to copy from.
-        self.input.reserve(16 * 1024);
-        match tokio::time::timeout(
-            self.shared.config.idle_timeout,
-            stream.read_buf(&mut self.input),
-        )
-        .await
-        {
-            Err(_) => {
-                self.reply(421, "4.4.2", "Idle timeout, closing connection");
-                Err("timeout")
-            }
-            Ok(Err(_)) => Err("io_error"),
-            Ok(Ok(0)) => Ok(false),
-            Ok(Ok(_)) => Ok(true),
-        }
-    }
-
-    /// Takes the next complete command line off the input, dealing with over-long ones.
-    fn next_line(&mut self) -> Option<Vec<u8>> {
-        let max = self.shared.config.max_line_length;
-        loop {
-            match self.input.iter().position(|&b| b == b'\n') {
-                Some(end) => {
-                    let line: Vec<u8> = self.input.drain(..=end).collect();
-                    if self.skipping_long_line {
-                        self.skipping_long_line = false;
-                        continue;
-                    }
-                    if line.len() > max {
-                        self.reply(500, "5.5.2", "Line too long");
-                        self.errors += 1;
-                        continue;
-                    }
-                    return Some(line);
-                }
-                None => {
-                    if self.input.len() > max {
-                        if !self.skipping_long_line {
-                            self.reply(500, "5.5.2", "Line too long");
-                            self.errors += 1;
-                        }
-                        self.skipping_long_line = true;
-                        self.input.clear();
-                    }
-                    return None;
-                }
-            }
-        }
+        self.conn.reply(code, esc, text);
     }
 
     fn error(&mut self, code: u16, esc: &str, text: &str) -> Next {
-        self.reply(code, esc, text);
-        self.errors += 1;
-        if self.errors >= self.shared.config.max_errors {
-            self.reply(421, "4.7.0", "Too many errors, closing connection");
-            return Next::Close("error_limit");
+        match self
+            .conn
+            .error(code, esc, text, self.shared.config.max_errors)
+        {
+            Ok(()) => Next::Continue,
+            Err(outcome) => Next::Close(outcome),
         }
-        Next::Continue
     }
 
     async fn command(&mut self, line: &[u8]) -> Next {
-        self.commands += 1;
-        if self.commands > self.shared.config.max_commands {
-            self.reply(421, "4.7.0", "Too many commands, closing connection");
-            return Next::Close("command_limit");
+        if let Err(outcome) = self.conn.count_command(self.shared.config.max_commands) {
+            return Next::Close(outcome);
         }
         if !line.is_ascii() {
             // SMTPUTF8 is not offered, so 8-bit bytes in a command are a protocol error.
@@ -299,35 +200,8 @@ impl Session {
     }
 
     fn parse_error(&mut self, error: ParseError) -> Next {
-        match error {
-            ParseError::UnknownCommand => {
-                self.error(500, "5.5.2", "Syntax error, command unrecognized")
-            }
-            ParseError::InvalidSenderAddress => {
-                self.error(501, "5.1.7", "Bad sender address syntax")
-            }
-            ParseError::InvalidRecipientAddress => {
-                self.error(501, "5.1.3", "Bad recipient address syntax")
-            }
-            ParseError::SyntaxError { syntax } => {
-                self.error(501, "5.5.4", &format!("Syntax: {syntax}"))
-            }
-            ParseError::InvalidParameter { param } => {
-                self.error(501, "5.5.4", &format!("Invalid parameter {param:?}"))
-            }
-            ParseError::UnsupportedParameter { param } => {
-                let param: String = param
-                    .chars()
-                    .filter(|c| c.is_ascii_graphic())
-                    .take(64)
-                    .collect();
-                self.error(555, "5.5.4", &format!("Unsupported parameter {param:?}"))
-            }
-            ParseError::ResponseTooLong => self.error(500, "5.5.2", "Line too long"),
-            ParseError::NeedsMoreData { .. } | ParseError::InvalidResponse { .. } => {
-                self.error(500, "5.5.2", "Syntax error")
-            }
-        }
+        let (code, esc, text) = parse_error_reply(error);
+        self.error(code, esc, &text)
     }
 
     fn hello(&mut self, host: String, esmtp: bool) -> Next {
@@ -350,8 +224,8 @@ impl Session {
         }
         ehlo.size = config.max_message_bytes;
         // Writing into a Vec cannot fail.
-        let _ = ehlo.write(&mut self.output);
-        ::metrics::counter!(metrics::REPLIES_TOTAL, "code" => "250").increment(1);
+        let _ = ehlo.write(self.conn.output());
+        self.conn.count_reply(250);
         Next::Continue
     }
 
@@ -426,7 +300,7 @@ impl Session {
                 Next::Continue
             }
             Ok(None) => {
-                if self.shared.guard.record_unknown(self.peer.ip()) {
+                if self.shared.guard.record_failure(self.peer.ip()) {
                     ::metrics::counter!(metrics::DICTIONARY_BLOCKS_TOTAL).increment(1);
                     tracing::warn!(
                         "Client named too many unknown recipients; refusing it for a while."
@@ -486,25 +360,14 @@ impl Session {
         if self.tls {
             return self.error(503, "5.5.1", "TLS is already active");
         }
-        self.reply(220, "2.0.0", "Ready to start TLS");
-        if let Err(outcome) = self.flush().await {
-            return Next::Close(outcome);
-        }
-        // Anything pipelined after STARTTLS was sent in clear text and must not be
-        // executed inside TLS (CVE-2011-0411).
-        self.input.clear();
-        let Some(plain) = self.stream.take() else {
-            return Next::Close("io_error");
-        };
-        match tokio::time::timeout(self.shared.config.idle_timeout, acceptor.accept(plain)).await {
-            Ok(Ok(tls)) => {
-                self.stream = Some(Box::new(tls));
+        match self.conn.start_tls(&acceptor).await {
+            Ok(()) => {
                 self.tls = true;
                 self.helo = None;
                 self.transaction = None;
                 Next::Continue
             }
-            _ => Next::Close("tls_error"),
+            Err(outcome) => Next::Close(outcome),
         }
     }
 
@@ -515,20 +378,15 @@ impl Session {
         if transaction.recipients.is_empty() {
             return self.error(554, "5.5.1", "No valid recipients");
         }
-        self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
-        if let Err(outcome) = self.flush().await {
-            return Next::Close(outcome);
-        }
-        let data = match self.receive_data().await {
+        let data = match self
+            .conn
+            .read_message(self.shared.config.max_message_bytes)
+            .await
+        {
             Ok(Some(data)) => data,
             Ok(None) => {
                 self.transaction = None;
                 ::metrics::counter!(metrics::MESSAGES_TOTAL, "result" => "rejected").increment(1);
-                self.reply(
-                    552,
-                    "5.3.4",
-                    "Message size exceeds fixed maximum message size",
-                );
                 return Next::Continue;
             }
             Err(outcome) => return Next::Close(outcome),
@@ -562,38 +420,6 @@ impl Session {
         Next::Continue
     }
 
-    /// Reads DATA up to the terminator. `Ok(None)` when it was too large (the rest was
-    /// read and dropped, so the session can go on).
-    async fn receive_data(&mut self) -> Result<Option<Vec<u8>>, Outcome> {
-        let max = self.shared.config.max_message_bytes;
-        let mut receiver = DataReceiver::new();
-        let mut discard: Option<DummyDataReceiver> = None;
-        let mut data = Vec::with_capacity(self.input.len().max(8 * 1024));
-        loop {
-            let mut bytes = self.input.iter();
-            let done = match discard.as_mut() {
-                Some(discard) => discard.ingest(&mut bytes),
-                None => receiver.ingest(&mut bytes, &mut data),
-            };
-            // Keep what follows the terminator (pipelined commands), and the buffer.
-            let consumed = self.input.len() - bytes.as_slice().len();
-            self.input.drain(..consumed);
-            if discard.is_none() && data.len() > max {
-                discard = Some(DummyDataReceiver::new_data(&receiver));
-                data = Vec::new();
-            }
-            if done {
-                return Ok(discard.is_none().then_some(data));
-            }
-            match self.read_more().await {
-                Ok(true) => {}
-                // A client that hangs up before the terminator has sent no message.
-                Ok(false) => return Err("disconnect"),
-                Err(outcome) => return Err(outcome),
-            }
-        }
-    }
-
     /// Stores the body and publishes `mail.received`; both must be confirmed.
     async fn make_durable(
         &self,
@@ -611,6 +437,7 @@ impl Session {
             hostname: &self.shared.config.hostname,
             tls: self.tls,
             esmtp: self.esmtp,
+            authenticated: false,
             id: message_id,
             single_recipient: (transaction.recipients.len() == 1)
                 .then(|| transaction.recipients[0].as_str()),
@@ -627,6 +454,7 @@ impl Session {
                 message_id.to_owned(),
                 "ingest",
                 MailReceived {
+                    submitted_by: None,
                     message_id: message_id.to_owned(),
                     client: ClientInfo {
                         ip: ip.clone(),
@@ -654,28 +482,5 @@ impl Session {
             Ok(result) => result,
             Err(_) => Err("the event log did not confirm in time".to_owned()),
         }
-    }
-}
-
-/// Whether a `MAIL`/`RCPT` command line's path starts with a source route (`<@a,@b:…>`).
-fn has_source_route(line: &[u8]) -> bool {
-    line.iter()
-        .position(|b| *b == b'<')
-        .and_then(|open| line[open + 1..].iter().find(|b| !b.is_ascii_whitespace()))
-        == Some(&b'@')
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn source_routes_are_found_in_the_path() {
-        assert!(super::has_source_route(
-            b"RCPT TO:<@relay.example:user@example.org>"
-        ));
-        assert!(super::has_source_route(
-            b"RCPT TO: < @a,@b:user@example.org>"
-        ));
-        assert!(!super::has_source_route(b"RCPT TO:<user@example.org>"));
-        assert!(!super::has_source_route(b"RCPT TO:user@example.org"));
     }
 }

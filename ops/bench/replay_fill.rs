@@ -26,6 +26,7 @@ fn message(n: u64) -> MailAnalysis {
         .map(|r| format!("user{}@example.org", (n * 7 + r as u64) % 5000))
         .collect();
     let received = MailReceived {
+        submitted_by: None,
         message_id: pampa_schemas::new_id(),
         client: ClientInfo {
             ip: format!("192.0.2.{}", n % 250),

@@ -270,7 +270,7 @@ pub fn decode_analysis(
     bytes: &[u8],
 ) -> Result<(crate::EnvelopeHead, MailAnalysis), crate::CodecError> {
     let head = crate::decode_head(bytes)?;
-    let analysis = if head.event_type == MailReceived::EVENT_TYPE {
+    let analysis = if MailReceived::is_event_type(&head.event_type) {
         MailAnalysis::start(crate::decode::<MailReceived>(bytes)?.payload)
     } else {
         crate::decode::<MailAnalysis>(bytes)?.payload
@@ -280,14 +280,22 @@ pub fn decode_analysis(
 
 /// The event types an analysis travels as: one per stage, named after it, and
 /// [`RECOVERED_EVENT_TYPE`].
-pub const ANALYSIS_EVENT_TYPES: [&str; 6] = [
+pub const ANALYSIS_EVENT_TYPES: [&str; 8] = [
     "mail.rbl",
     "mail.whitelist",
     "mail.antivirus",
     "mail.auth",
     "mail.scored",
     RECOVERED_EVENT_TYPE,
+    OUTBOUND_ANTIVIRUS_EVENT_TYPE,
+    OUTBOUND_EVENT_TYPE,
 ];
+
+/// `mail.outbound_antivirus`: submitted mail after the outbound virus scan.
+pub const OUTBOUND_ANTIVIRUS_EVENT_TYPE: &str = "mail.outbound_antivirus";
+
+/// `mail.outbound`: submitted mail after the outbound checks, scored; the relay's input.
+pub const OUTBOUND_EVENT_TYPE: &str = "mail.outbound";
 
 /// `mail.recovered`: an operator asked for a discarded or quarantined copy to be
 /// delivered to the inbox after all (`pampa recover`). It is the scored analysis with

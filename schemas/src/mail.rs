@@ -50,6 +50,10 @@ pub struct MailReceived {
     /// Each recipient's spam level as it was at RCPT time, so replay needs no lookups.
     #[serde(default)]
     pub levels: Vec<RecipientLevel>,
+    /// On mail from the submission role (`mail.submitted`): the authenticated user who
+    /// sent it. `None` on mail from the MX.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 /// A recipient's spam level when the message arrived.
@@ -64,7 +68,16 @@ pub struct RecipientLevel {
 impl Event for MailReceived {
     const EVENT_TYPE: &'static str = "mail.received";
     const SCHEMA_VERSION: u16 = 1;
+
+    fn is_event_type(event_type: &str) -> bool {
+        event_type == Self::EVENT_TYPE || event_type == SUBMITTED_EVENT_TYPE
+    }
 }
+
+/// `mail.submitted`: the submission role accepted a message from an authenticated user.
+/// Its payload is a [`MailReceived`] with `submitted_by` set, so the outbound stages
+/// read it as ingest's.
+pub const SUBMITTED_EVENT_TYPE: &str = "mail.submitted";
 
 /// How one recipient's copy fared in one store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ fn received() -> Envelope<MailReceived> {
         source: "ingest".into(),
         occurred_at: at,
         payload: MailReceived {
+            submitted_by: None,
             message_id: "0193a1b2-0000-7000-8000-000000000001".into(),
             client: ClientInfo {
                 ip: "192.0.2.10".into(),

@@ -30,5 +30,5 @@ pub mod score;
 pub mod stage;
 pub mod whitelist;
 
-pub use pipeline::{PipelineConfig, StageName};
+pub use pipeline::{OutboundConfig, PipelineConfig, StageName};
 pub use stage::{Body, Findings, Stage, StageError, StageHandler, Verdict};

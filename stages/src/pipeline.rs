@@ -97,9 +97,108 @@ impl PipelineConfig {
     }
 }
 
+/// The `[outbound]` section: the checks submitted mail passes before the relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// `antivirus` and `score`, in order; `score` must be last, since it decides what
+    /// is held.
+    pub stages: Vec<StageName>,
+}
+
+/// `score` alone by default, like the inbound pipeline leaves antivirus out: it needs
+/// a running clamd.
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            stages: vec![StageName::Score],
+        }
+    }
+}
+
+impl OutboundConfig {
+    /// Checks the list: only `antivirus` and `score`, each once, ending with `score`.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, stage) in self.stages.iter().enumerate() {
+            if !matches!(stage, StageName::Antivirus | StageName::Score) {
+                return Err(format!(
+                    "outbound.stages: {} has nothing to check in submitted mail; use antivirus and score",
+                    stage.as_str()
+                ));
+            }
+            if self.stages[..i].contains(stage) {
+                return Err(format!("outbound.stages names {} twice", stage.as_str()));
+            }
+        }
+        if self.stages.last() != Some(&StageName::Score) {
+            return Err(
+                "outbound.stages must end with score, which decides what is held".to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The durable consumer of `stage` on outbound mail.
+    pub fn consumer_name(stage: StageName) -> String {
+        format!("outbound_{}", stage.as_str())
+    }
+
+    /// The subject `stage` reads on outbound mail: the previous check's output, or
+    /// `mail.submitted`.
+    pub fn input_of(&self, stage: StageName) -> Option<String> {
+        let at = self.stages.iter().position(|s| *s == stage)?;
+        Some(if at == 0 {
+            pampa_schemas::SUBMITTED_EVENT_TYPE.to_owned()
+        } else {
+            self.output_of(self.stages[at - 1])
+        })
+    }
+
+    /// The event type `stage` publishes on outbound mail: `mail.outbound` for the last
+    /// (the relay's input), `mail.outbound_<stage>` before it.
+    pub fn output_of(&self, stage: StageName) -> String {
+        if self.stages.last() == Some(&stage) {
+            pampa_schemas::OUTBOUND_EVENT_TYPE.to_owned()
+        } else {
+            format!("mail.outbound_{}", stage.as_str())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outbound_checks_chain_from_submitted_to_outbound() {
+        let o = OutboundConfig {
+            stages: vec![StageName::Antivirus, StageName::Score],
+        };
+        assert!(o.validate().is_ok());
+        assert_eq!(
+            o.input_of(StageName::Antivirus).as_deref(),
+            Some("mail.submitted")
+        );
+        assert_eq!(
+            o.input_of(StageName::Score).as_deref(),
+            Some("mail.outbound_antivirus")
+        );
+        assert_eq!(o.output_of(StageName::Score), "mail.outbound");
+        assert_eq!(
+            o.output_of(StageName::Antivirus),
+            pampa_schemas::OUTBOUND_ANTIVIRUS_EVENT_TYPE
+        );
+        assert!(OutboundConfig {
+            stages: vec![StageName::Rbl, StageName::Score]
+        }
+        .validate()
+        .is_err());
+        assert!(OutboundConfig {
+            stages: vec![StageName::Antivirus]
+        }
+        .validate()
+        .is_err());
+    }
 
     #[test]
     fn subjects_chain_in_configured_order() {

@@ -305,6 +305,7 @@ mod tests {
 
     fn analysis(levels: &[(&str, Option<f64>, Option<f64>)]) -> MailAnalysis {
         let received = MailReceived {
+            submitted_by: None,
             message_id: "m".into(),
             client: pampa_schemas::ClientInfo {
                 ip: "192.0.2.1".into(),

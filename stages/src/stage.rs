@@ -73,6 +73,9 @@ pub struct StageHandler<S> {
     stage: S,
     log: EventLog,
     output: String,
+    /// The durable consumer's name: the stage's own, or `outbound_<stage>` when the
+    /// stage checks submitted mail, which must not share the inbound consumer.
+    name: String,
 }
 
 fn permanent(e: impl std::fmt::Display) -> HandlerError {
@@ -86,7 +89,14 @@ impl<S: Stage> StageHandler<S> {
             stage,
             log,
             output: output.to_owned(),
+            name: S::NAME.to_owned(),
         }
+    }
+
+    /// Runs under another consumer name (the outbound checks' `outbound_<stage>`).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
     }
 
     /// The stage.
@@ -140,7 +150,7 @@ fn count_tag(stage: &str, tag: &Tag) {
 
 impl<S: Stage> Handler for StageHandler<S> {
     fn name(&self) -> &str {
-        S::NAME
+        &self.name
     }
 
     async fn process(

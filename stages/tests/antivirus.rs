@@ -152,6 +152,7 @@ fn config(port: u16) -> AntivirusConfig {
 
 fn analysis() -> MailAnalysis {
     MailAnalysis::start(MailReceived {
+        submitted_by: None,
         message_id: "0190a1b2-test".into(),
         client: ClientInfo {
             ip: "192.0.2.10".into(),

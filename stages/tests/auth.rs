@@ -96,6 +96,7 @@ fn signed(pkcs8: &[u8], raw: &str) -> String {
 
 fn analysis(ip: &str, mail_from: &str, helo: &str) -> MailAnalysis {
     MailAnalysis::start(MailReceived {
+        submitted_by: None,
         message_id: "m1".into(),
         client: ClientInfo {
             ip: ip.into(),

@@ -73,6 +73,7 @@ fn errors(kind: &str) -> String {
 
 fn analysis(ip: &str) -> MailAnalysis {
     MailAnalysis::start(MailReceived {
+        submitted_by: None,
         message_id: "m1".into(),
         client: ClientInfo {
             ip: ip.into(),

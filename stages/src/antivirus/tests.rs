@@ -311,6 +311,7 @@ fn stage_at(addr: SocketAddr) -> Antivirus {
 
 fn analysis() -> MailAnalysis {
     MailAnalysis::start(MailReceived {
+        submitted_by: None,
         message_id: "m1".into(),
         client: ClientInfo {
             ip: "192.0.2.1".into(),

@@ -161,6 +161,7 @@ fn disabled(zone: &str) -> String {
 
 fn analysis(ip: &str) -> MailAnalysis {
     MailAnalysis::start(MailReceived {
+        submitted_by: None,
         message_id: "m1".into(),
         client: ClientInfo {
             ip: ip.into(),

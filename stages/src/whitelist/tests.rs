@@ -32,6 +32,7 @@ async fn directory() -> (tempfile::TempDir, Directory) {
 
 fn analysis(mail_from: &str, recipients: &[&str]) -> MailAnalysis {
     MailAnalysis::start(MailReceived {
+        submitted_by: None,
         message_id: "m1".into(),
         client: ClientInfo {
             ip: "192.0.2.1".into(),

@@ -1,0 +1,579 @@
+//! The queue runner: takes due recipients from the relay's queue, attempts them one
+//! (message, domain) at a time within the per-domain and total caps, and records what
+//! happened: the queue row first (so a retry is right even if an event is lost), then
+//! `mail.relay.attempt`, the DSN if one is due, and `mail.relay.final`.
+//!
+//! Several relay processes can share one queue: each recipient is leased by the one
+//! process whose conditional UPDATE wins it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use chrono::{TimeZone, Utc};
+use pampa_bus::{BusError, EventLog, OutgoingEvent};
+use pampa_directory::{Directory, DirectoryError, QueueEntry, QueueStatus};
+use pampa_schemas::{
+    new_id, AttemptResult, BlobRef, Envelope, Event, RecipientAttempt, RelayAttempt, RelayFinal,
+    RelayOutcome,
+};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio_rustls::TlsConnector;
+
+use crate::{
+    client::{self, Outgoing},
+    dkim::Signer,
+    dsn::{self, Bounce, FailedRecipient},
+    metrics,
+    mx::MxResolver,
+    outbound::OutboundHandler,
+    RelayConfig,
+};
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The resolver could not be built (no usable `/etc/resolv.conf`).
+    #[error("cannot set up DNS for the relay: {0}")]
+    Resolver(String),
+    /// The directory failed.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// The event log failed.
+    #[error(transparent)]
+    Log(#[from] BusError),
+}
+
+pub(crate) struct Inner {
+    pub config: RelayConfig,
+    pub log: EventLog,
+    pub directory: Directory,
+    resolver: MxResolver,
+    tls: TlsConnector,
+    /// Woken by new mail, and by every attempt that ends (a slot is free).
+    pub wake: Notify,
+    /// One semaphore per destination domain with attempts in flight.
+    domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    total: Arc<Semaphore>,
+}
+
+/// The relay role. Cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+impl Relay {
+    /// Builds the relay.
+    pub fn new(
+        config: RelayConfig,
+        log: EventLog,
+        directory: Directory,
+    ) -> Result<Self, RelayError> {
+        let resolver = MxResolver::new(config.nameserver, config.dns_timeout)
+            .map_err(|e| RelayError::Resolver(e.to_string()))?;
+        let total = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
+        Ok(Relay {
+            inner: Arc::new(Inner {
+                config,
+                log,
+                directory,
+                resolver,
+                tls: client::opportunistic_tls(),
+                wake: Notify::new(),
+                domains: Mutex::new(HashMap::new()),
+                total,
+            }),
+        })
+    }
+
+    /// The consumer of `mail.outbound`, for the bus's runner.
+    pub fn handler(&self) -> OutboundHandler {
+        OutboundHandler {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Works the queue until `shutdown` turns true.
+    pub async fn run_queue(self, mut shutdown: watch::Receiver<bool>) {
+        let inner = self.inner;
+        for result in ["delivered", "deferred", "bounced"] {
+            ::metrics::counter!(metrics::ATTEMPTS_TOTAL, "result" => result).increment(0);
+        }
+        ::metrics::gauge!(metrics::IN_FLIGHT).set(0.0);
+        tracing::info!("The relay queue is running.");
+        while !*shutdown.borrow() {
+            let free = inner.total.available_permits();
+            if free > 0 {
+                let now = Utc::now().timestamp();
+                let lease = inner.config.lease().as_secs() as i64;
+                match inner.directory.claim_due_relay(now, lease, free).await {
+                    Ok(claimed) => {
+                        let busy = claimed.len() == free;
+                        for group in by_message_and_domain(claimed) {
+                            let Ok(permit) = inner.total.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            let inner = inner.clone();
+                            tokio::spawn(async move {
+                                ::metrics::gauge!(metrics::IN_FLIGHT).increment(1.0);
+                                inner.attempt(group).await;
+                                ::metrics::gauge!(metrics::IN_FLIGHT).decrement(1.0);
+                                drop(permit);
+                                inner.wake.notify_one();
+                            });
+                        }
+                        if busy {
+                            // More may be due: claim again as soon as a slot frees.
+                            tokio::select! {
+                                _ = inner.wake.notified() => {}
+                                _ = shutdown.changed() => {}
+                            }
+                            continue;
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "Cannot read the relay queue."),
+                }
+            }
+            tokio::select! {
+                _ = inner.wake.notified() => {}
+                _ = tokio::time::sleep(inner.config.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// Groups claimed rows so one session carries a message's recipients at one domain.
+fn by_message_and_domain(entries: Vec<QueueEntry>) -> Vec<Vec<QueueEntry>> {
+    let mut groups: Vec<Vec<QueueEntry>> = Vec::new();
+    for entry in entries {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].message_id == entry.message_id && g[0].domain == entry.domain)
+        {
+            Some(group) => group.push(entry),
+            None => groups.push(vec![entry]),
+        }
+    }
+    groups
+}
+
+/// An event of `message_id`'s history, caused by `causation` when known.
+fn history_event<P: Event>(message_id: &str, causation: &str, payload: P) -> Envelope<P> {
+    let mut event = Envelope::root(new_id(), "relay", payload);
+    event.correlation_id = message_id.to_owned();
+    event.causation_id = (!causation.is_empty()).then(|| causation.to_owned());
+    event
+}
+
+impl Inner {
+    fn domain_gate(&self, domain: &str) -> Arc<Semaphore> {
+        let mut domains = self.domains.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget the domains nobody is sending to, so the map stays small.
+        if domains.len() > 1024 {
+            let max = self.config.max_per_domain.max(1);
+            domains.retain(|_, gate| gate.available_permits() < max);
+        }
+        domains
+            .entry(domain.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_domain.max(1))))
+            .clone()
+    }
+
+    /// One attempt for one message's recipients at one domain.
+    async fn attempt(&self, group: Vec<QueueEntry>) {
+        let first = group[0].clone();
+        let gate = self.domain_gate(&first.domain);
+        let Ok(_slot) = gate.acquire_owned().await else {
+            return;
+        };
+        let blob = BlobRef {
+            key: first.blob_key.clone(),
+            size: first.blob_size,
+            sha256: first.blob_sha256.clone(),
+        };
+        let recipients: Vec<String> = group.iter().map(|e| e.recipient.clone()).collect();
+        let started = Instant::now();
+        let (report, body) = match self.log.get_blob(&blob).await {
+            Ok(body) => {
+                let signed = self.sign(&body).await;
+                let outgoing = Outgoing {
+                    sender: &first.sender,
+                    recipients: &recipients,
+                    body: &signed,
+                };
+                let report = client::attempt(
+                    &self.config,
+                    &self.resolver,
+                    &self.tls,
+                    &first.domain,
+                    &outgoing,
+                )
+                .await;
+                (report, body)
+            }
+            Err(error @ (BusError::BlobMissing(_) | BusError::BlobCorrupt { .. })) => {
+                let why = format!("554 5.3.0 the message body is no longer readable: {error}");
+                (
+                    client::AttemptReport {
+                        mx: None,
+                        tls: false,
+                        recipients: recipients
+                            .iter()
+                            .map(|r| (r.clone(), AttemptResult::Bounced, why.clone()))
+                            .collect(),
+                    },
+                    Vec::new(),
+                )
+            }
+            Err(error) => {
+                let why = format!("cannot read the message body: {error}");
+                (
+                    client::AttemptReport {
+                        mx: None,
+                        tls: false,
+                        recipients: recipients
+                            .iter()
+                            .map(|r| (r.clone(), AttemptResult::Deferred, why.clone()))
+                            .collect(),
+                    },
+                    Vec::new(),
+                )
+            }
+        };
+        ::metrics::histogram!(metrics::ATTEMPT_SECONDS).record(started.elapsed().as_secs_f64());
+        self.record(&group, report, &body).await;
+    }
+
+    /// Puts a DKIM signature on top when the `From:` domain has a key.
+    async fn sign(&self, body: &[u8]) -> Vec<u8> {
+        let Some(domain) = from_domain(body) else {
+            return body.to_vec();
+        };
+        let key = match self.directory.dkim_key(&domain).await {
+            Ok(Some(key)) => key,
+            Ok(None) => return body.to_vec(),
+            Err(error) => {
+                // Unsigned mail may be scored lower; held mail is not delivered at all.
+                tracing::warn!(%error, domain, "Cannot read the DKIM key; sending unsigned.");
+                return body.to_vec();
+            }
+        };
+        let signed = Signer::new(
+            &key.domain,
+            &key.selector,
+            &key.algorithm,
+            &key.private_key_pem,
+        )
+        .and_then(|signer| signer.sign(body));
+        match signed {
+            Ok(header) => {
+                let mut out = Vec::with_capacity(header.len() + body.len());
+                out.extend_from_slice(header.as_bytes());
+                out.extend_from_slice(body);
+                out
+            }
+            Err(error) => {
+                tracing::warn!(%error, domain, "Cannot DKIM-sign; sending unsigned.");
+                body.to_vec()
+            }
+        }
+    }
+
+    /// Writes an attempt's results to the queue, then tells the log.
+    async fn record(&self, group: &[QueueEntry], report: client::AttemptReport, body: &[u8]) {
+        let now = Utc::now().timestamp();
+        let lifetime = self.config.queue_lifetime.as_secs() as i64;
+        let first = &group[0];
+        let mut finals: Vec<RelayFinal> = Vec::new();
+        let mut failed: Vec<FailedRecipient> = Vec::new();
+        let mut expired = false;
+        let mut attempt_number = 0;
+        for (recipient, result, reply) in &report.recipients {
+            let Some(entry) = group.iter().find(|e| &e.recipient == recipient) else {
+                continue;
+            };
+            let attempts = entry.attempts + 1;
+            attempt_number = attempt_number.max(attempts);
+            ::metrics::counter!(metrics::ATTEMPTS_TOTAL, "result" => result.as_str()).increment(1);
+            let outcome = match result {
+                AttemptResult::Delivered => Some(RelayOutcome::Delivered),
+                AttemptResult::Bounced => Some(RelayOutcome::Bounced),
+                AttemptResult::Deferred if now - entry.queued_at >= lifetime => {
+                    Some(RelayOutcome::Expired)
+                }
+                AttemptResult::Deferred => None,
+            };
+            let written = match outcome {
+                None => {
+                    let next = now + self.config.backoff(attempts).as_secs() as i64;
+                    tracing::info!(message_id = %entry.message_id, recipient, reply, attempts, "Delivery deferred.");
+                    self.directory
+                        .defer_relay(&entry.message_id, recipient, reply, next)
+                        .await
+                        .map(|()| false)
+                }
+                Some(outcome) => {
+                    let status = if outcome == RelayOutcome::Delivered {
+                        QueueStatus::Delivered
+                    } else {
+                        QueueStatus::Bounced
+                    };
+                    self.directory
+                        .finish_relay(&entry.message_id, recipient, status, reply, true)
+                        .await
+                }
+            };
+            match (written, outcome) {
+                (Err(error), _) => {
+                    // The lease runs out and the recipient is attempted again: a
+                    // duplicate at worst, never a loss.
+                    tracing::warn!(%error, message_id = %entry.message_id, "Cannot record an attempt in the queue.");
+                }
+                (Ok(true), Some(outcome)) => {
+                    tracing::info!(message_id = %entry.message_id, recipient, reply, outcome = outcome.as_str(), "Recipient left the relay queue.");
+                    if outcome != RelayOutcome::Delivered {
+                        expired |= outcome == RelayOutcome::Expired;
+                        failed.push(FailedRecipient {
+                            recipient: recipient.clone(),
+                            status: enhanced_status(reply),
+                            diagnostic: reply.clone(),
+                            remote_mta: report.mx.clone(),
+                        });
+                    }
+                    finals.push(RelayFinal {
+                        message_id: entry.message_id.clone(),
+                        recipient: recipient.clone(),
+                        outcome,
+                        reply: reply.clone(),
+                        attempts,
+                        dsn_sent: false,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let attempt = history_event(
+            &first.message_id,
+            &first.event_id,
+            RelayAttempt {
+                message_id: first.message_id.clone(),
+                domain: first.domain.clone(),
+                mx: report.mx.clone(),
+                tls: report.tls,
+                attempt: attempt_number,
+                recipients: report
+                    .recipients
+                    .iter()
+                    .map(|(recipient, result, reply)| RecipientAttempt {
+                        recipient: recipient.clone(),
+                        result: *result,
+                        reply: reply.clone(),
+                    })
+                    .collect(),
+            },
+        );
+        self.publish(&attempt).await;
+        let dsn_sent = !failed.is_empty() && self.bounce(first, &failed, body, expired).await;
+        for mut done in finals {
+            ::metrics::counter!(metrics::FINAL_TOTAL, "outcome" => done.outcome.as_str())
+                .increment(1);
+            done.dsn_sent = dsn_sent && done.outcome != RelayOutcome::Delivered;
+            self.publish(&history_event(&first.message_id, &attempt.id, done))
+                .await;
+        }
+    }
+
+    /// Queues a DSN to the sender, if one may go; whether it did.
+    async fn bounce(
+        &self,
+        entry: &QueueEntry,
+        failed: &[FailedRecipient],
+        body: &[u8],
+        expired: bool,
+    ) -> bool {
+        // pampa's own DSNs have no submitter: a bounce of a bounce goes nowhere. The
+        // sender of submitted mail was checked against the user at submission, so a
+        // DSN never goes to a forged address; held (spam) mail never gets here.
+        if entry.submitted_by.is_empty() || !dsn::may_bounce(&entry.sender, body) {
+            return false;
+        }
+        let Some((_, domain)) = entry.sender.rsplit_once('@') else {
+            return false;
+        };
+        let arrival = Utc
+            .timestamp_opt(entry.queued_at, 0)
+            .single()
+            .unwrap_or_else(Utc::now);
+        let report = dsn::build(&Bounce {
+            reporting_mta: &self.config.hostname,
+            original_sender: &entry.sender,
+            message_id: &entry.message_id,
+            arrival,
+            recipients: failed,
+            original: body,
+            expired,
+        });
+        let dsn_id = new_id();
+        let blob = match self.log.put_blob(&dsn_id, &report).await {
+            Ok(blob) => blob,
+            Err(error) => {
+                tracing::warn!(%error, message_id = %entry.message_id, "Cannot store a DSN; the sender is not told.");
+                return false;
+            }
+        };
+        let now = Utc::now().timestamp();
+        let row = QueueEntry {
+            message_id: dsn_id,
+            recipient: entry.sender.clone(),
+            domain: domain.to_ascii_lowercase(),
+            sender: String::new(),
+            submitted_by: String::new(),
+            event_id: String::new(),
+            blob_key: blob.key,
+            blob_size: blob.size,
+            blob_sha256: blob.sha256,
+            status: QueueStatus::Queued,
+            attempts: 0,
+            queued_at: now,
+            next_attempt_at: now,
+            last_reply: None,
+            finished_at: None,
+        };
+        match self
+            .directory
+            .enqueue_relay(std::slice::from_ref(&row))
+            .await
+        {
+            Ok(_) => {
+                ::metrics::counter!(metrics::DSN_TOTAL).increment(1);
+                tracing::info!(message_id = %entry.message_id, dsn = %row.message_id, to = %entry.sender, "DSN queued to the sender.");
+                self.wake.notify_one();
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, message_id = %entry.message_id, "Cannot queue a DSN; the sender is not told.");
+                false
+            }
+        }
+    }
+
+    async fn publish<P: Event>(&self, event: &Envelope<P>) {
+        publish_history(&self.log, event).await;
+    }
+}
+
+/// Publishes an event of a message's history, trying a few times: the queue row is
+/// written already, so a lost event costs the history a line, not the mail.
+pub(crate) async fn publish_history<P: Event>(log: &EventLog, event: &Envelope<P>) -> bool {
+    let Ok(outgoing) = OutgoingEvent::from_envelope(event) else {
+        return false;
+    };
+    for _ in 0..3 {
+        match log.publish(&outgoing).await {
+            Ok(_) => return true,
+            Err(error) => {
+                tracing::warn!(%error, event_type = %event.event_type, "Cannot record a relay event; trying again.");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    false
+}
+
+/// The enhanced status code in a reply (`550 5.1.1 …` → `5.1.1`), or one made from
+/// its class.
+fn enhanced_status(reply: &str) -> String {
+    let mut words = reply.split_ascii_whitespace();
+    let code = words.next().unwrap_or("");
+    if let Some(esc) = words.next().filter(|w| {
+        let parts: Vec<&str> = w.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    }) {
+        return esc.to_owned();
+    }
+    match code.as_bytes().first() {
+        Some(b'5') => "5.0.0".to_owned(),
+        _ => "4.4.7".to_owned(),
+    }
+}
+
+/// The domain of the first `From:` address.
+fn from_domain(body: &[u8]) -> Option<String> {
+    let message = mail_parser::MessageParser::new().parse_headers(body)?;
+    let address = message.from()?.first()?.address()?.to_owned();
+    address
+        .rsplit_once('@')
+        .map(|(_, domain)| domain.to_ascii_lowercase())
+}
+
+/// Ends a message's queued recipients by an operator's decision (`pampa queue drop`);
+/// returns the recipients dropped.
+pub async fn drop_message(
+    log: &EventLog,
+    directory: &Directory,
+    message_id: &str,
+) -> Result<Vec<String>, DirectoryError> {
+    let mut dropped = Vec::new();
+    for entry in directory.relay_message(message_id).await? {
+        if entry.status != QueueStatus::Queued {
+            continue;
+        }
+        if directory
+            .finish_relay(
+                message_id,
+                &entry.recipient,
+                QueueStatus::Dropped,
+                "dropped by an operator",
+                false,
+            )
+            .await?
+        {
+            let event = history_event(
+                message_id,
+                &entry.event_id,
+                RelayFinal {
+                    message_id: message_id.to_owned(),
+                    recipient: entry.recipient.clone(),
+                    outcome: RelayOutcome::Dropped,
+                    reply: "dropped by an operator".to_owned(),
+                    attempts: entry.attempts,
+                    dsn_sent: false,
+                },
+            );
+            publish_history(log, &event).await;
+            dropped.push(entry.recipient);
+        }
+    }
+    Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enhanced_codes_are_read_or_made() {
+        assert_eq!(enhanced_status("550 5.1.1 no such user"), "5.1.1");
+        assert_eq!(enhanced_status("554 rejected"), "5.0.0");
+        assert_eq!(enhanced_status("connection refused"), "4.4.7");
+        assert_eq!(enhanced_status("452 4.2.2 mailbox full"), "4.2.2");
+    }
+
+    #[test]
+    fn from_domain_is_the_first_from_address() {
+        assert_eq!(
+            from_domain(b"From: Alice <alice@Example.ORG>\r\nSubject: x\r\n\r\nbody\r\n")
+                .as_deref(),
+            Some("example.org")
+        );
+        assert_eq!(from_domain(b"Subject: x\r\n\r\nbody\r\n"), None);
+    }
+}
