@@ -402,10 +402,14 @@ fn unique_token() -> String {
 /// Whether a message may be bounced at all.
 ///
 /// Never to the null sender ("" or "<>"), never to mail from MAILER-DAEMON or
-/// postmaster, never when the original is itself a report (DSN, MDN: any
-/// `multipart/report` or a bare `message/delivery-status`), carries `Auto-Submitted`
-/// other than "no" (RFC 3834), or `Precedence: bulk`, `junk` or `list`. These rules
-/// stop bounce loops and backscatter to automated senders.
+/// postmaster, and never when the original is itself a report (DSN, MDN: any
+/// `multipart/report` or a bare `message/delivery-status`): these rules stop bounce
+/// loops.
+///
+/// `Auto-Submitted:` and `Precedence: bulk|list` do not stop a DSN, as they do not in
+/// Postfix: RFC 3834 governs auto-responders, not the MTA's reports (RFC 3461 expects
+/// a DSN for every non-null sender), and list software learns of dead addresses only
+/// from bounces. The relay bounces only to senders submission verified.
 pub fn may_bounce(sender: &str, original: &[u8]) -> bool {
     let sender = strip_brackets(sender);
     if sender.is_empty() {
@@ -429,37 +433,7 @@ pub fn may_bounce(sender: &str, original: &[u8]) -> bool {
             return false;
         }
     }
-    let raw = message.raw_message();
-    for header in message.headers() {
-        let name = header.name();
-        let is_auto = name.eq_ignore_ascii_case("auto-submitted");
-        let is_precedence = name.eq_ignore_ascii_case("precedence");
-        if !is_auto && !is_precedence {
-            continue;
-        }
-        let value = raw
-            .get(header.offset_start as usize..header.offset_end as usize)
-            .map(|v| first_token(&String::from_utf8_lossy(v)))
-            .unwrap_or_default();
-        if is_auto && !value.is_empty() && value != "no" {
-            return false;
-        }
-        if is_precedence && matches!(value.as_str(), "bulk" | "junk" | "list") {
-            return false;
-        }
-    }
     true
-}
-
-/// The leading keyword of a structured field value, lowercased: skips folding and
-/// whitespace and stops at a comment, parameter or space.
-fn first_token(value: &str) -> String {
-    value
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
 }
 
 #[cfg(test)]
@@ -728,11 +702,11 @@ mod tests {
         let cases: [(&[u8], bool); 9] = [
             (b"Auto-Submitted: no\r\n\r\nx", true),
             (b"Auto-Submitted: No (really)\r\n\r\nx", true),
-            (b"Auto-Submitted: auto-replied\r\n\r\nx", false),
-            (b"auto-submitted:\r\n auto-generated\r\n\r\nx", false),
-            (b"Precedence: bulk\r\n\r\nx", false),
-            (b"Precedence: JUNK\r\n\r\nx", false),
-            (b"Precedence: list\r\n\r\nx", false),
+            (b"Auto-Submitted: auto-replied\r\n\r\nx", true),
+            (b"auto-submitted:\r\n auto-generated\r\n\r\nx", true),
+            (b"Precedence: bulk\r\n\r\nx", true),
+            (b"Precedence: JUNK\r\n\r\nx", true),
+            (b"Precedence: list\r\n\r\nx", true),
             (b"Precedence: first-class\r\n\r\nx", true),
             (
                 b"Content-Type: multipart/report; report-type=delivery-status;\r\n boundary=x\r\n\r\n",

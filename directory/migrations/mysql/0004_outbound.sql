@@ -27,12 +27,13 @@ CREATE TABLE outbound_profiles (
 );
 
 -- A domain's DKIM signing key (PEM, PKCS#8). One key per domain; a new key replaces
--- the old one under a new selector.
+-- the old one under a new selector. VARCHAR, not TEXT: sqlx's Any driver reads a MySQL
+-- TEXT column as bytes, not as a string.
 CREATE TABLE dkim_keys (
     domain      VARCHAR(253) PRIMARY KEY,
     selector    VARCHAR(63)  NOT NULL,
     algorithm   VARCHAR(16)  NOT NULL,
-    private_key TEXT         NOT NULL,
+    private_key VARCHAR(8000) NOT NULL,
     created_at  BIGINT       NOT NULL
 );
 
