@@ -10,6 +10,10 @@ use pampa_schemas::{
     Event, LevelSnapshot, MailAnalysis, MailDelivered, MailFeedback, MailReceived,
     RecipientDelivery, RecipientLevel, Tag, Verdict,
 };
+use pampa_schemas::{
+    AttemptResult, MailHeld, RecipientAttempt, RelayAttempt, RelayFinal, RelayOutcome,
+    SubmissionLimited, OUTBOUND_EVENT_TYPE, SUBMITTED_EVENT_TYPE,
+};
 use pampa_schemas::{decode_queries, DnsQueries, DnsQuery, DnsTransport, ZoneKind};
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +108,131 @@ fn mail_received_v1_decodes() {
 #[test]
 fn mail_delivered_v1_decodes() {
     check_golden("mail.delivered.v1.msgpack", delivered());
+}
+
+fn submitted() -> Envelope<MailReceived> {
+    let mut event = received();
+    event.event_type = SUBMITTED_EVENT_TYPE.into();
+    event.source = "submission".into();
+    event.payload.submitted_by = Some("alice@example.org".into());
+    event.payload.mail_from = "alice@example.org".into();
+    event.payload.recipients = vec!["friend@remote.example".into()];
+    event.payload.levels = vec![RecipientLevel {
+        address: "friend@remote.example".into(),
+        level: LevelSnapshot {
+            name: "outbound".into(),
+            cut: Some(5.0),
+            discard: None,
+        },
+    }];
+    event
+}
+
+#[test]
+fn mail_submitted_v1_decodes() {
+    check_golden("mail.submitted.v1.msgpack", submitted());
+}
+
+#[test]
+fn mail_outbound_v1_decodes() {
+    let parent = submitted();
+    let mut analysis = MailAnalysis::start(parent.payload.clone());
+    analysis.score = Some(1.5);
+    analysis.stages = vec!["score".into()];
+    analysis.recipients[0].decision = Some(Decision {
+        disposition: Disposition::Inbox,
+        reason: "score 1.5 below the cut of outbound".into(),
+    });
+    let mut event = Envelope::caused_by_as(&parent, "score", OUTBOUND_EVENT_TYPE, analysis);
+    event.occurred_at = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 1).unwrap();
+    check_golden("mail.outbound.v1.msgpack", event);
+}
+
+fn outbound_history<P: Event>(source: &str, id: &str, payload: P) -> Envelope<P> {
+    let parent = submitted();
+    Envelope {
+        id: id.into(),
+        event_type: P::EVENT_TYPE.into(),
+        schema_version: P::SCHEMA_VERSION,
+        correlation_id: parent.correlation_id.clone(),
+        causation_id: Some(parent.id.clone()),
+        source: source.into(),
+        occurred_at: Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 2).unwrap(),
+        payload,
+    }
+}
+
+#[test]
+fn outbound_events_v1_decode() {
+    check_golden(
+        "mail.held.v1.msgpack",
+        outbound_history(
+            "relay",
+            "0193a1b2-0000-7000-8000-000000000010",
+            MailHeld {
+                message_id: "0193a1b2-0000-7000-8000-000000000001".into(),
+                submitted_by: "alice@example.org".into(),
+                score: Some(12.5),
+                reason: "score 12.5 >= cut 5.0 of outbound".into(),
+                recipients: vec!["friend@remote.example".into()],
+                flagged_now: true,
+            },
+        ),
+    );
+    check_golden(
+        "mail.relay.attempt.v1.msgpack",
+        outbound_history(
+            "relay",
+            "0193a1b2-0000-7000-8000-000000000011",
+            RelayAttempt {
+                message_id: "0193a1b2-0000-7000-8000-000000000001".into(),
+                domain: "remote.example".into(),
+                mx: Some("mx.remote.example".into()),
+                tls: true,
+                attempt: 2,
+                recipients: vec![
+                    RecipientAttempt {
+                        recipient: "friend@remote.example".into(),
+                        result: AttemptResult::Delivered,
+                        reply: "250 2.0.0 Ok".into(),
+                    },
+                    RecipientAttempt {
+                        recipient: "gone@remote.example".into(),
+                        result: AttemptResult::Bounced,
+                        reply: "550 5.1.1 no such user".into(),
+                    },
+                ],
+            },
+        ),
+    );
+    check_golden(
+        "mail.relay.final.v1.msgpack",
+        outbound_history(
+            "relay",
+            "0193a1b2-0000-7000-8000-000000000012",
+            RelayFinal {
+                message_id: "0193a1b2-0000-7000-8000-000000000001".into(),
+                recipient: "gone@remote.example".into(),
+                outcome: RelayOutcome::Bounced,
+                reply: "550 5.1.1 no such user".into(),
+                attempts: 2,
+                dsn_sent: true,
+            },
+        ),
+    );
+    check_golden(
+        "mail.submission_limited.v1.msgpack",
+        outbound_history(
+            "submission",
+            "0193a1b2-0000-7000-8000-000000000013",
+            SubmissionLimited {
+                user: "alice@example.org".into(),
+                ip: "192.0.2.10".into(),
+                limit: "messages_per_hour".into(),
+                allowed_per_hour: 200,
+            },
+        ),
+    );
 }
 
 fn scored() -> Envelope<MailAnalysis> {
