@@ -10,6 +10,7 @@
 #   dns_message    DNS wire queries to a live pampa-dns on loopback; dataset and zone text
 #   rule_file      the SpamAssassin-style .cf loader and compiler of pampa-stages
 #   mime_message   the MIME path of the score and rbl stages (rules, tokenizer, links)
+#   relay_session  the relay's SMTP client against a hostile remote MX on loopback
 #
 # The seed corpus is committed in fuzz/corpus/<target>/; inputs found during a run go to
 # fuzz/target/corpus/<target>/ (not committed: add the good ones with `cargo fuzz cmin`).
@@ -35,7 +36,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ALL=(smtp_session radius_packet dns_message rule_file mime_message)
+ALL=(smtp_session radius_packet dns_message rule_file mime_message relay_session)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 SECONDS_EACH="${FUZZ_SECONDS:-60}"

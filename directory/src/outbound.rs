@@ -585,6 +585,22 @@ impl Directory {
         Ok(rows.iter().map(entry_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// How many recipients are queued, and how many of those have failed at least once.
+    pub async fn relay_queue_size(&self) -> Result<(i64, i64), DirectoryError> {
+        // Two counts rather than a SUM: MySQL sums to DECIMAL, which the Any driver
+        // does not read as an integer.
+        let queued: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM relay_queue WHERE status = 'queued'")
+                .fetch_one(&self.pool)
+                .await?;
+        let deferred: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM relay_queue WHERE status = 'queued' AND attempts > 0",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((queued, deferred))
+    }
+
     /// Every recipient of one message, in whatever state.
     pub async fn relay_message(&self, message_id: &str) -> Result<Vec<QueueEntry>, DirectoryError> {
         let rows = sqlx::query(&self.sql(&format!(

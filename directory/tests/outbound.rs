@@ -193,6 +193,7 @@ async fn scenario(url: &str) {
         .map(|e| e.recipient)
         .collect();
     assert_eq!(waiting, ["x@remote.test", "z@other.test"]);
+    assert_eq!(dir.relay_queue_size().await.unwrap(), (2, 1));
     assert_eq!(dir.retry_relay("m1").await.unwrap(), 1);
     assert_eq!(
         dir.claim_due_relay(real_now + 1, 60, 10)

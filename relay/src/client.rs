@@ -414,15 +414,23 @@ async fn transaction(
         return Ok(());
     }
     let data = conn.command("DATA").await?;
-    let last = if data.code == 354 {
+    let (last, result) = if data.code == 354 {
         conn.send(&dot_stuffed(outgoing.body)).await?;
-        conn.read_reply().await?
+        let last = conn.read_reply().await?;
+        // Only 250 accepts the message (RFC 5321 §4.3.2); any other 2xx is a broken
+        // server, and the message is not taken as delivered.
+        let result = match last.result() {
+            AttemptResult::Delivered if last.code != 250 => AttemptResult::Deferred,
+            result => result,
+        };
+        (last, result)
     } else {
-        data
-    };
-    let result = match last.result() {
-        AttemptResult::Delivered if last.code != 250 => AttemptResult::Deferred,
-        result => result,
+        // The body was never sent: a refusal decides, anything else is tried again.
+        let result = match data.result() {
+            AttemptResult::Bounced => AttemptResult::Bounced,
+            _ => AttemptResult::Deferred,
+        };
+        (data, result)
     };
     for recipient in accepted {
         report.recipients.push((recipient, result, last.text()));

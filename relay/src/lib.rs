@@ -11,7 +11,7 @@
 //! - [`config`]: the `[relay]` section.
 //! - [`outbound`]: the consumer of `mail.outbound`: hold and flag, or queue.
 //! - [`queue`]: the queue runner, and the operator's drop.
-//! - `mx`: MX and address lookups.
+//! - [`mx`]: MX and address lookups.
 //! - [`client`]: the SMTP client of one attempt.
 //! - [`dkim`]: key generation, the DNS TXT record, and signing.
 //! - [`dsn`]: delivery status notifications (RFC 3464).
@@ -23,7 +23,7 @@ pub mod config;
 pub mod dkim;
 pub mod dsn;
 pub mod metrics;
-mod mx;
+pub mod mx;
 pub mod outbound;
 pub mod queue;
 

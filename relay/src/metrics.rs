@@ -17,3 +17,6 @@ pub const ATTEMPT_SECONDS: &str = "pampa_relay_attempt_duration_seconds";
 pub const IN_FLIGHT: &str = "pampa_relay_attempts_in_flight";
 /// Counter: attempts whose session ran inside TLS, by `tls` (`yes`, `no`).
 pub const SESSIONS_TOTAL: &str = "pampa_relay_sessions_total";
+/// Gauge: recipients in the relay queue, by `state` (`queued`: all waiting;
+/// `deferred`: those that failed at least once).
+pub const QUEUE_RECIPIENTS: &str = "pampa_relay_queue_recipients";

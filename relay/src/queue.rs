@@ -103,9 +103,30 @@ impl Relay {
         for result in ["delivered", "deferred", "bounced"] {
             ::metrics::counter!(metrics::ATTEMPTS_TOTAL, "result" => result).increment(0);
         }
+        for outcome in ["delivered", "bounced", "expired", "dropped"] {
+            ::metrics::counter!(metrics::FINAL_TOTAL, "outcome" => outcome).increment(0);
+        }
+        for counter in [
+            metrics::DSN_TOTAL,
+            metrics::HELD_TOTAL,
+            metrics::FLAGGED_TOTAL,
+        ] {
+            ::metrics::counter!(counter).increment(0);
+        }
         ::metrics::gauge!(metrics::IN_FLIGHT).set(0.0);
         tracing::info!("The relay queue is running.");
+        let mut sized_at: Option<Instant> = None;
         while !*shutdown.borrow() {
+            // The queue's size for the dashboard, every few seconds (one indexed count).
+            if sized_at.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10)) {
+                sized_at = Some(Instant::now());
+                if let Ok((queued, deferred)) = inner.directory.relay_queue_size().await {
+                    ::metrics::gauge!(metrics::QUEUE_RECIPIENTS, "state" => "queued")
+                        .set(queued as f64);
+                    ::metrics::gauge!(metrics::QUEUE_RECIPIENTS, "state" => "deferred")
+                        .set(deferred as f64);
+                }
+            }
             let free = inner.total.available_permits();
             if free > 0 {
                 let now = Utc::now().timestamp();

@@ -10,11 +10,11 @@ use pampa_schemas::{
     Event, LevelSnapshot, MailAnalysis, MailDelivered, MailFeedback, MailReceived,
     RecipientDelivery, RecipientLevel, Tag, Verdict,
 };
+use pampa_schemas::{decode_queries, DnsQueries, DnsQuery, DnsTransport, ZoneKind};
 use pampa_schemas::{
     AttemptResult, MailHeld, RecipientAttempt, RelayAttempt, RelayFinal, RelayOutcome,
     SubmissionLimited, OUTBOUND_EVENT_TYPE, SUBMITTED_EVENT_TYPE,
 };
-use pampa_schemas::{decode_queries, DnsQueries, DnsQuery, DnsTransport, ZoneKind};
 use serde::{Deserialize, Serialize};
 
 fn fixture(name: &str) -> PathBuf {

@@ -326,6 +326,10 @@ def test_mail_goes_out_over_tls_dkim_signed_and_verifies_remotely(world):
     out, remote, _ = world
     generated = out.cli("dkim", "generate", "example.org", "--selector", "e2e", "--zone", "example.org").stdout
     assert "e2e._domainkey.example.org. IN TXT" in generated, generated
+    record = generated.split("IN TXT ", 1)[1].splitlines()[0]
+    assert record in out.cli("dkim", "show", "example.org").stdout
+    refused = out.cli("dkim", "generate", "stranger.test", check=False)
+    assert refused.returncode != 0 and "not a local domain" in refused.stderr
     out.cli("dns", "reload")
     marker, queue_id = submit(out, "alice@example.org", ["bob@remote.test"], "signed")
     path = remote.wait_delivered("bob@remote.test", marker)
@@ -381,6 +385,7 @@ def test_an_unreachable_mx_is_retried_and_a_queued_message_can_be_dropped(world)
     finals = [e["payload"]["outcome"] for e in events(out, "mail.relay.final")
               if e["payload"]["message_id"] in (queue_id, dropped_id)]
     assert sorted(finals) == ["delivered", "dropped"], finals
+    assert 'pampa_relay_queue_recipients{state="queued"}' in out.http_get("/metrics")[1]
 
 
 def test_a_5xx_bounces_with_a_dsn_to_the_sender(world):
