@@ -80,7 +80,8 @@ pub async fn streams(config: &Config, action: StreamsAction) -> Result<()> {
 }
 
 /// The durable consumers the configured roles read through: each pipeline stage, deliver
-/// and the deliver of recovered mail.
+/// and the deliver of recovered mail; with outbound mail configured (a submission
+/// certificate), also the outbound checks and the relay.
 fn expected_consumers(config: &Config) -> Vec<ConsumerSpec> {
     let spec = |name: &str, filter: &str| ConsumerSpec::new(name, filter, &config.bus);
     let mut specs: Vec<ConsumerSpec> = config
@@ -91,5 +92,19 @@ fn expected_consumers(config: &Config) -> Vec<ConsumerSpec> {
         .collect();
     specs.push(spec(DELIVER_CONSUMER, config.pipeline.deliver_input()));
     specs.push(spec(RECOVER_CONSUMER, RECOVERED_EVENT_TYPE));
+    if config.submission.tls_cert.is_some() {
+        for stage in &config.outbound.stages {
+            if let Some(input) = config.outbound.input_of(*stage) {
+                specs.push(spec(
+                    &pampa_stages::OutboundConfig::consumer_name(*stage),
+                    &input,
+                ));
+            }
+        }
+        specs.push(spec(
+            pampa_relay::outbound::CONSUMER,
+            pampa_schemas::OUTBOUND_EVENT_TYPE,
+        ));
+    }
     specs
 }

@@ -441,3 +441,52 @@ def test_the_mx_never_relays_even_for_a_user_who_authenticates(world):
         assert s.cmd("MAIL FROM:<alice@example.org>")[0] == 250
         code, text = s.cmd("RCPT TO:<bob@remote.test>")
         assert code == 554, text
+
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def test_a_virus_is_held_on_nats_and_postgres_with_clamd(harness):
+    """The outbound checks with antivirus, on the production stack: NATS JetStream,
+    PostgreSQL, a real clamd. The infected message is held, never relayed, and its
+    sender flagged; a clean one from another user goes out."""
+    clamd = harness.clamd()
+    nats = harness.nats()
+    remote = harness.pampa()
+    remote.setup_users("remote.test", "bob")
+    remote.start()
+    out = harness.pampa(bus_url=nats.url, db_url=harness.postgres_url())
+    cert, key = make_cert(out.dir, "submit.example.org")
+    out.submission_port = free_port()
+    out.submissions_port = free_port()
+    out.add_toml(f"""
+        [submission]
+        listen = "{LOCALHOST}:{out.submission_port}"
+        tls_listen = "{LOCALHOST}:{out.submissions_port}"
+        tls_cert = "{cert}"
+        tls_key = "{key}"
+        [outbound]
+        stages = ["antivirus", "score"]
+        [stages.antivirus]
+        clamd = "{clamd.url}"
+        [relay]
+        poll_interval = "200ms"
+        [relay.routes]
+        "remote.test" = "{LOCALHOST}:{remote.smtp_port}"
+    """)
+    out.setup_users("example.org", "gina", "hank")
+    out.start()
+    checked = {c["name"]: c["state"] for c in json.loads(out.cli("streams", "check", "--json").stdout)}
+    for consumer in ("MAIL/outbound_antivirus", "MAIL/outbound_score", "MAIL/relay"):
+        assert checked.get(consumer) == "ok", checked
+
+    marker, queue_id = submit(out, "gina@example.org", ["bob@remote.test"], "infected", body_extra=EICAR.decode())
+    held = wait_for(
+        lambda: [e for e in events(out, "mail.held") if e["payload"]["message_id"] == queue_id],
+        60, "the infected message held",
+    )
+    assert "virus" in held[0]["payload"]["reason"].lower(), held
+    assert [f["address"] for f in json.loads(out.cli("user", "flagged", "--json").stdout)] == ["gina@example.org"]
+    clean, _ = submit(out, "hank@example.org", ["bob@remote.test"], "clean")
+    remote.wait_delivered("bob@remote.test", clean)
+    assert not remote.copies("bob@remote.test", marker)
