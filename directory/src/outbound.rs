@@ -491,22 +491,34 @@ impl Directory {
     /// Takes up to `limit` queued recipients that are due, leasing them for `lease_secs`
     /// so that no other relay process attempts them meanwhile. A relay that dies while
     /// holding a lease only delays those recipients until it runs out.
+    /// Recipients at `skip_domains` (those with every slot busy) are left for later.
     pub async fn claim_due_relay(
         &self,
         now: i64,
         lease_secs: i64,
         limit: usize,
+        skip_domains: &[String],
     ) -> Result<Vec<QueueEntry>, DirectoryError> {
-        let rows = sqlx::query(&self.sql(&format!(
+        let skip = if skip_domains.is_empty() {
+            String::new()
+        } else {
+            let placeholders: Vec<String> = (0..skip_domains.len())
+                .map(|i| format!("${}", i + 3))
+                .collect();
+            format!(" AND domain NOT IN ({})", placeholders.join(", "))
+        };
+        let sql = format!(
             "SELECT {QUEUE_COLUMNS}, lease_until FROM relay_queue \
-             WHERE status = 'queued' AND next_attempt_at <= $1 AND lease_until <= $2 \
+             WHERE status = 'queued' AND next_attempt_at <= $1 AND lease_until <= $2{skip} \
              ORDER BY next_attempt_at LIMIT {}",
             limit.max(1)
-        )))
-        .bind(now)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let sql = self.sql(&sql);
+        let mut query = sqlx::query(&sql).bind(now).bind(now);
+        for domain in skip_domains {
+            query = query.bind(domain.clone());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let entry = entry_from_row(row)?;
@@ -527,6 +539,22 @@ impl Directory {
             }
         }
         Ok(claimed)
+    }
+
+    /// Gives a claimed recipient back unattempted (its domain had no free slot).
+    pub async fn release_relay(
+        &self,
+        message_id: &str,
+        recipient: &str,
+    ) -> Result<(), DirectoryError> {
+        sqlx::query(&self.sql(
+            "UPDATE relay_queue SET lease_until = 0 WHERE message_id = $1 AND recipient = $2 AND status = 'queued'",
+        ))
+        .bind(message_id)
+        .bind(recipient)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Records a failed attempt that will be tried again at `next_attempt_at`.

@@ -149,11 +149,14 @@ async fn scenario(url: &str) {
         0,
         "a redelivery adds nothing"
     );
-    let first = dir.claim_due_relay(now, 60, 10).await.unwrap();
+    let first = dir.claim_due_relay(now, 60, 10, &[]).await.unwrap();
     assert_eq!(first.len(), 2, "m2 is not due yet");
     assert_eq!(first[0].blob_size, 1234);
     assert!(
-        dir.claim_due_relay(now, 60, 10).await.unwrap().is_empty(),
+        dir.claim_due_relay(now, 60, 10, &[])
+            .await
+            .unwrap()
+            .is_empty(),
         "leased rows are not claimed twice"
     );
     dir.defer_relay("m1", "x@remote.test", "451 4.2.0 later", now + 300)
@@ -196,7 +199,7 @@ async fn scenario(url: &str) {
     assert_eq!(dir.relay_queue_size().await.unwrap(), (2, 1));
     assert_eq!(dir.retry_relay("m1").await.unwrap(), 1);
     assert_eq!(
-        dir.claim_due_relay(real_now + 1, 60, 10)
+        dir.claim_due_relay(real_now + 1, 60, 10, &[])
             .await
             .unwrap()
             .len(),

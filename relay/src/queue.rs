@@ -131,19 +131,38 @@ impl Relay {
             if free > 0 {
                 let now = Utc::now().timestamp();
                 let lease = inner.config.lease().as_secs() as i64;
-                match inner.directory.claim_due_relay(now, lease, free).await {
+                let busy_domains = inner.busy_domains();
+                match inner
+                    .directory
+                    .claim_due_relay(now, lease, free, &busy_domains)
+                    .await
+                {
                     Ok(claimed) => {
                         let busy = claimed.len() == free;
                         for group in by_message_and_domain(claimed) {
-                            let Ok(permit) = inner.total.clone().try_acquire_owned() else {
-                                break;
+                            // A slot of the domain and one of the total, or the rows go
+                            // back unattempted: waiting while holding them would let
+                            // their leases run out and starve the other domains.
+                            let slots = inner
+                                .domain_gate(&group[0].domain)
+                                .try_acquire_owned()
+                                .ok()
+                                .zip(inner.total.clone().try_acquire_owned().ok());
+                            let Some((domain_slot, permit)) = slots else {
+                                for entry in &group {
+                                    let _ = inner
+                                        .directory
+                                        .release_relay(&entry.message_id, &entry.recipient)
+                                        .await;
+                                }
+                                continue;
                             };
                             let inner = inner.clone();
                             tokio::spawn(async move {
                                 ::metrics::gauge!(metrics::IN_FLIGHT).increment(1.0);
                                 inner.attempt(group).await;
                                 ::metrics::gauge!(metrics::IN_FLIGHT).decrement(1.0);
-                                drop(permit);
+                                drop((domain_slot, permit));
                                 inner.wake.notify_one();
                             });
                         }
@@ -205,13 +224,20 @@ impl Inner {
             .clone()
     }
 
-    /// One attempt for one message's recipients at one domain.
+    /// The domains whose every slot is taken now.
+    fn busy_domains(&self) -> Vec<String> {
+        let domains = self.domains.lock().unwrap_or_else(|e| e.into_inner());
+        domains
+            .iter()
+            .filter(|(_, gate)| gate.available_permits() == 0)
+            .map(|(domain, _)| domain.clone())
+            .collect()
+    }
+
+    /// One attempt for one message's recipients at one domain; the caller holds a
+    /// slot of the domain.
     async fn attempt(&self, group: Vec<QueueEntry>) {
         let first = group[0].clone();
-        let gate = self.domain_gate(&first.domain);
-        let Ok(_slot) = gate.acquire_owned().await else {
-            return;
-        };
         let blob = BlobRef {
             key: first.blob_key.clone(),
             size: first.blob_size,

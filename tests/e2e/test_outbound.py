@@ -20,6 +20,7 @@ import socketserver
 import ssl
 import subprocess
 import threading
+import time
 from email.parser import BytesParser
 from email import policy
 
@@ -60,10 +61,22 @@ class ScriptedMx:
         self.accepted: list[tuple[str, list[str], bytes]] = []
         self.rcpt_replies: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        self.open_sessions = 0
+        self.most_open = 0
         outer = self
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
+                with outer.lock:
+                    outer.open_sessions += 1
+                    outer.most_open = max(outer.most_open, outer.open_sessions)
+                try:
+                    self.converse()
+                finally:
+                    with outer.lock:
+                        outer.open_sessions -= 1
+
+            def converse(self):
                 def send(line):
                     self.wfile.write(line.encode() + b"\r\n")
                     self.wfile.flush()
@@ -99,6 +112,8 @@ class ScriptedMx:
                             if not chunk or chunk == b".\r\n":
                                 break
                             data += chunk
+                        # A slow remote, so that sessions overlap when they may.
+                        time.sleep(0.2)
                         with outer.lock:
                             outer.accepted.append((sender, rcpts, data))
                         send("250 2.0.0 Ok: queued")
@@ -176,6 +191,7 @@ def world(module_harness, tmp_path_factory):
         poll_interval = "200ms"
         connect_timeout = "2s"
         command_timeout = "20s"
+        max_per_domain = 2
 
         [relay.routes]
         "example.org" = "{LOCALHOST}:{out.smtp_port}"
@@ -358,6 +374,14 @@ def test_a_4xx_is_retried_and_then_delivered(world):
         20, "the final event",
     )
     assert finals[0]["payload"]["outcome"] == "delivered" and finals[0]["payload"]["attempts"] == 2
+
+
+def test_concurrency_per_destination_domain_is_capped(world):
+    out, _, scripted = world
+    markers = [submit(out, "alice@example.org", [f"polite{i}@scripted.test"], f"polite {i}")[0] for i in range(6)]
+    wait_for(lambda: all(any(m.encode() in data for _, _, data in scripted.accepted) for m in markers), 60,
+             "the six messages at the scripted MX")
+    assert scripted.most_open <= 2, f"{scripted.most_open} sessions at once to one domain (max_per_domain = 2)"
 
 
 def test_an_unreachable_mx_is_retried_and_a_queued_message_can_be_dropped(world):
