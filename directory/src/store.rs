@@ -354,7 +354,20 @@ impl Directory {
                 .bind(address.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(stored.is_some_and(|hash| password::verify(password, &hash)))
+        match stored {
+            Some(hash) => Ok(password::verify(password, &hash)),
+            None => {
+                // The same argon2 work for an unknown user as for a known one, so the
+                // answer's timing does not tell which addresses exist (submission's
+                // AUTH and RADIUS are both open to guessing).
+                static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+                if let Some(dummy) = DUMMY.get_or_init(|| password::hash("pampa-unknown-user").ok())
+                {
+                    let _ = password::verify(password, dummy);
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// The user with this exact (normalised) address.
