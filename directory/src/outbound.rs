@@ -168,10 +168,16 @@ fn limit_to_u32(value: Option<i64>) -> Option<u32> {
 }
 
 impl Directory {
-    /// Lets `user` send as `alias` too.
+    /// Lets `user` send as `alias` too. The alias must be in a local domain: mail from
+    /// a foreign domain through pampa fails that domain's SPF and DMARC, and its DSNs
+    /// would go to a mailbox the ISP does not know.
     pub async fn add_sender_alias(&self, user: &str, alias: &str) -> Result<(), DirectoryError> {
         let user = self.known_user_address(user).await?;
-        let alias = Address::parse(alias)?.to_string();
+        let alias = Address::parse(alias)?;
+        if !self.is_local_domain(alias.domain()).await? {
+            return Err(DirectoryError::UnknownDomain(alias.domain().to_owned()));
+        }
+        let alias = alias.to_string();
         let done = sqlx::query(&self.sql(
             "INSERT INTO sender_aliases (user_address, alias, created_at) VALUES ($1, $2, $3)",
         ))

@@ -18,8 +18,9 @@ pub struct RelayConfig {
     pub smtp_port: u16,
     /// Next hops that replace the MX lookup for some domains, as Postfix's
     /// `transport_maps` do: `"example.org" = "10.0.0.25:25"` sends that domain's mail
-    /// straight to the ISP's own MX, `"*" = "smarthost.example.net:587"` sends
-    /// everything else through one host. A host name is looked up as an A/AAAA name,
+    /// straight to the ISP's own MX, `"*" = "smarthost.example.net"` sends
+    /// everything else through one host (on port 25, without AUTH: the relay has no
+    /// SMTP AUTH client). A host name is looked up as an A/AAAA name,
     /// never as an MX.
     pub routes: BTreeMap<String, String>,
     /// Each DNS query gives up after this long.

@@ -139,6 +139,22 @@ impl Submission {
         for result in ["accepted", "rejected", "tempfail"] {
             ::metrics::counter!(metrics::MESSAGES_TOTAL, "result" => result).increment(0);
         }
+        for result in ["ok", "failed", "locked_out", "no_tls"] {
+            ::metrics::counter!(metrics::AUTH_TOTAL, "result" => result).increment(0);
+        }
+        for scope in ["ip", "user"] {
+            ::metrics::counter!(metrics::LOCKOUTS_TOTAL, "scope" => scope).increment(0);
+        }
+        for place in ["envelope", "header"] {
+            ::metrics::counter!(metrics::FORGED_TOTAL, "where" => place).increment(0);
+        }
+        for limit in [
+            "messages_per_hour",
+            "recipients_per_hour",
+            "ip_messages_per_hour",
+        ] {
+            ::metrics::counter!(metrics::LIMITED_TOTAL, "limit" => limit).increment(0);
+        }
         ::metrics::gauge!(metrics::ACTIVE_SESSIONS).increment(0.0);
         let implicit = listeners.implicit_tls.map(|listener| {
             let this = self.clone();

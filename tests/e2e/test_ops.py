@@ -236,10 +236,10 @@ def test_units_run_pampa_as_the_issue_says(pampa_bin):
     assert role["EnvironmentFile"] == ["-/etc/pampa/%i.env"]
     # The instance names the unit documents are the roles `pampa run` knows.
     help_text = subprocess.run([pampa_bin, "run", "--help"], capture_output=True, text=True, timeout=30).stdout
-    known = set(re.findall(r"^\s+- (\w+):", help_text, re.M))
-    documented = re.search(r"The instance name is the role: ([a-z, ]+?)(?: \(|\.)", (UNITS / "pampa@.service").read_text().replace("\n# ", " "))
+    known = set(re.findall(r"^\s+- ([\w-]+):", help_text, re.M))
+    documented = re.search(r"The instance name is the role: ([a-z, -]+?)(?: \(|\.)", (UNITS / "pampa@.service").read_text().replace("\n# ", " "))
     assert documented, "pampa@.service does not list the roles"
-    named = set(re.findall(r"\w+", documented.group(1).replace(" or ", " "))) - {"or"}
+    named = set(re.findall(r"[\w-]+", documented.group(1).replace(" or ", " "))) - {"or"}
     assert named == known, f"pampa@.service names {sorted(named)}, `pampa run` has {sorted(known)}"
 
 
@@ -289,15 +289,18 @@ def test_promtool_checks_rules_config_and_rule_tests():
         ("check", "rules", "pampa.rules.yml"),
         ("check", "config", "prometheus.yml"),
         ("test", "rules", "pampa.rules.test.yml"),
+        ("check", "rules", "pampa-outbound.rules.yml"),
+        ("test", "rules", "pampa-outbound.rules.test.yml"),
     ):
         cp = _promtool(*args)
         assert cp.returncode == 0, f"promtool {' '.join(args)}: exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
-    # Every alert has a unit test (pampa.rules.test.yml).
-    rules = yaml.safe_load((PROMETHEUS / "pampa.rules.yml").read_text())
-    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
-    tests = yaml.safe_load((PROMETHEUS / "pampa.rules.test.yml").read_text())
-    tested = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", [])}
-    assert alerts - tested == set(), f"alerts without a promtool test: {sorted(alerts - tested)}"
+    # Every alert has a unit test (pampa.rules.test.yml, pampa-outbound.rules.test.yml).
+    for name in ("pampa", "pampa-outbound"):
+        rules = yaml.safe_load((PROMETHEUS / f"{name}.rules.yml").read_text())
+        alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+        tests = yaml.safe_load((PROMETHEUS / f"{name}.rules.test.yml").read_text())
+        tested = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", [])}
+        assert alerts - tested == set(), f"{name}: alerts without a promtool test: {sorted(alerts - tested)}"
 
 
 # ---------------------------------------------- a pampa that exports it all --
