@@ -10,6 +10,7 @@
 //! - `store`: [`Directory`], the connection, migrations and queries.
 //! - [`lists`]: allow and block lists (per user and global), the address book, and the
 //!   one lookup the `whitelist` stage makes per recipient.
+//! - [`marks`]: deliver's marks per (message, recipient, store).
 //! - [`outbound`]: sender aliases, outbound limits and flags, DKIM keys, and the relay's
 //!   queue.
 //! - [`radius`]: NAS clients and users' RADIUS profiles (CHAP secret, reply attributes,
@@ -21,6 +22,7 @@
 pub mod address;
 mod error;
 pub mod lists;
+pub mod marks;
 pub mod outbound;
 mod password;
 pub mod radius;
@@ -29,6 +31,7 @@ mod store;
 pub use address::Address;
 pub use error::DirectoryError;
 pub use lists::{Contact, ImportReport, ListEntry, ListKind, ListMatch, ListPattern, ListScope};
+pub use marks::{DeliveryMark, MarkState};
 pub use outbound::{DkimKey, OutboundProfile, QueueEntry, QueueStatus, SenderFlag};
 pub use password::verify as verify_password_hash;
 pub use radius::{NasClient, RadiusProfile, RadiusUser};

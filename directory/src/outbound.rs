@@ -129,6 +129,11 @@ pub struct QueueEntry {
     pub last_reply: Option<String>,
     /// Unix seconds, once final.
     pub finished_at: Option<i64>,
+    /// Until when the process that claimed it holds it (unix seconds); 0 if nobody
+    /// does. A claim returns the value it set, and the claimer's writes are made only
+    /// while that lease is still its own.
+    #[serde(skip)]
+    pub lease_until: i64,
 }
 
 const QUEUE_COLUMNS: &str = "message_id, recipient, domain, sender, submitted_by, event_id, blob_key, blob_size, blob_sha256, status, attempts, queued_at, next_attempt_at, last_reply, finished_at";
@@ -151,6 +156,7 @@ fn entry_from_row(row: &AnyRow) -> Result<QueueEntry, sqlx::Error> {
         next_attempt_at: row.try_get("next_attempt_at")?,
         last_reply: row.try_get("last_reply")?,
         finished_at: row.try_get("finished_at")?,
+        lease_until: row.try_get("lease_until").unwrap_or(0),
     })
 }
 
@@ -527,20 +533,24 @@ impl Directory {
         let rows = query.fetch_all(&self.pool).await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let entry = entry_from_row(row)?;
+            let mut entry = entry_from_row(row)?;
             let lease: i64 = row.try_get("lease_until")?;
-            // Only the process whose UPDATE sees the lease it read wins the row.
+            // Only the process whose UPDATE sees the lease it read wins the row; and
+            // only while it is still due (a deferral in between resets the lease).
             let won = sqlx::query(&self.sql(
                 "UPDATE relay_queue SET lease_until = $1 \
-                 WHERE message_id = $2 AND recipient = $3 AND lease_until = $4 AND status = 'queued'",
+                 WHERE message_id = $2 AND recipient = $3 AND lease_until = $4 AND status = 'queued' \
+                 AND next_attempt_at <= $5",
             ))
             .bind(now + lease_secs)
             .bind(&entry.message_id)
             .bind(&entry.recipient)
             .bind(lease)
+            .bind(now)
             .execute(&self.pool)
             .await?;
             if won.rows_affected() == 1 {
+                entry.lease_until = now + lease_secs;
                 claimed.push(entry);
             }
         }
@@ -563,49 +573,62 @@ impl Directory {
         Ok(())
     }
 
-    /// Records a failed attempt that will be tried again at `next_attempt_at`.
+    /// Records a failed attempt that will be tried again at `next_attempt_at`, if the
+    /// caller still holds `lease` (the value its claim returned); `false` if not.
     pub async fn defer_relay(
         &self,
         message_id: &str,
         recipient: &str,
         reply: &str,
         next_attempt_at: i64,
-    ) -> Result<(), DirectoryError> {
-        sqlx::query(&self.sql(
+        lease: i64,
+    ) -> Result<bool, DirectoryError> {
+        let done = sqlx::query(&self.sql(
             "UPDATE relay_queue SET attempts = attempts + 1, last_reply = $1, next_attempt_at = $2, lease_until = 0 \
-             WHERE message_id = $3 AND recipient = $4 AND status = 'queued'",
+             WHERE message_id = $3 AND recipient = $4 AND status = 'queued' AND lease_until = $5",
         ))
         .bind(clip(reply, 512))
         .bind(next_attempt_at)
         .bind(message_id)
         .bind(recipient)
+        .bind(lease)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Ends a recipient's time in the queue; `false` if it had ended already (another
-    /// process, or an operator's drop, got there first).
+    /// process, or an operator's drop, got there first) or, with `lease` (an attempt's
+    /// result), if the caller no longer holds it. An operator's drop passes `None`.
     pub async fn finish_relay(
         &self,
         message_id: &str,
         recipient: &str,
         status: QueueStatus,
         reply: &str,
-        counts_as_attempt: bool,
+        lease: Option<i64>,
     ) -> Result<bool, DirectoryError> {
-        let done = sqlx::query(&self.sql(
+        let held = if lease.is_some() {
+            " AND lease_until = $7"
+        } else {
+            ""
+        };
+        let sql = format!(
             "UPDATE relay_queue SET status = $1, last_reply = $2, finished_at = $3, lease_until = 0, \
-             attempts = attempts + $4 WHERE message_id = $5 AND recipient = $6 AND status = 'queued'",
-        ))
-        .bind(status.as_str())
-        .bind(clip(reply, 512))
-        .bind(now_unix())
-        .bind(i64::from(counts_as_attempt))
-        .bind(message_id)
-        .bind(recipient)
-        .execute(&self.pool)
-        .await?;
+             attempts = attempts + $4 WHERE message_id = $5 AND recipient = $6 AND status = 'queued'{held}"
+        );
+        let sql = self.sql(&sql);
+        let mut query = sqlx::query(&sql)
+            .bind(status.as_str())
+            .bind(clip(reply, 512))
+            .bind(now_unix())
+            .bind(i64::from(lease.is_some()))
+            .bind(message_id)
+            .bind(recipient);
+        if let Some(lease) = lease {
+            query = query.bind(lease);
+        }
+        let done = query.execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -63,6 +63,8 @@ pub struct User {
     pub level: SpamLevel,
     /// Where the mailbox lives; `None` means the default Maildir.
     pub mailbox_location: Option<String>,
+    /// Bytes the mailbox may hold; `None`: no quota.
+    pub quota_bytes: Option<u64>,
 }
 
 /// The directory on one SQL backend. Cheap to clone.
@@ -72,13 +74,16 @@ pub struct Directory {
     backend: Backend,
 }
 
-const USER_COLUMNS: &str = "u.address, u.domain, u.mailbox_location, l.id AS level_id, l.name AS level_name, l.cut, l.discard";
+const USER_COLUMNS: &str = "u.address, u.domain, u.mailbox_location, u.quota_bytes, l.id AS level_id, l.name AS level_name, l.cut, l.discard";
 
 fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
         address: row.try_get("address")?,
         domain: row.try_get("domain")?,
         mailbox_location: row.try_get("mailbox_location")?,
+        quota_bytes: row
+            .try_get::<Option<i64>, _>("quota_bytes")?
+            .map(|q| q.max(0) as u64),
         level: SpamLevel {
             id: row.try_get("level_id")?,
             name: row.try_get("level_name")?,
@@ -302,6 +307,7 @@ impl Directory {
                 domain: address.domain().to_owned(),
                 level,
                 mailbox_location: None,
+                quota_bytes: None,
             }),
         }
     }
@@ -354,8 +360,17 @@ impl Directory {
                 .bind(address.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-        match stored {
-            Some(hash) => Ok(password::verify(password, &hash)),
+        // argon2 is slow on purpose (tens of ms, ~19 MiB): it runs on the blocking pool,
+        // a few at a time, so a burst of AUTH attempts cannot stall the async workers
+        // that every other role in the process shares.
+        static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+        let _slot = ARGON2_SLOTS
+            .acquire()
+            .await
+            .map_err(|e| DirectoryError::Hash(e.to_string()))?;
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || match stored {
+            Some(hash) => password::verify(&password, &hash),
             None => {
                 // The same argon2 work for an unknown user as for a known one, so the
                 // answer's timing does not tell which addresses exist (submission's
@@ -363,11 +378,13 @@ impl Directory {
                 static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
                 if let Some(dummy) = DUMMY.get_or_init(|| password::hash("pampa-unknown-user").ok())
                 {
-                    let _ = password::verify(password, dummy);
+                    let _ = password::verify(&password, dummy);
                 }
-                Ok(false)
+                false
             }
-        }
+        })
+        .await
+        .map_err(|e| DirectoryError::Hash(e.to_string()))
     }
 
     /// The user with this exact (normalised) address.
@@ -418,6 +435,19 @@ impl Directory {
                 .bind(address.to_string())
                 .execute(&self.pool)
                 .await?;
+        user_was_there(done, &address)
+    }
+}
+
+impl Directory {
+    /// Sets a user's quota in bytes (`None`: no quota).
+    pub async fn set_quota(&self, address: &str, bytes: Option<u64>) -> Result<(), DirectoryError> {
+        let address = Address::parse(address)?;
+        let done = sqlx::query(&self.sql("UPDATE users SET quota_bytes = $1 WHERE address = $2"))
+            .bind(bytes.map(|b| b.min(i64::MAX as u64) as i64))
+            .bind(address.to_string())
+            .execute(&self.pool)
+            .await?;
         user_was_there(done, &address)
     }
 }

@@ -22,6 +22,7 @@ fn entry(message: &str, recipient: &str, now: i64) -> QueueEntry {
         next_attempt_at: now,
         last_reply: None,
         finished_at: None,
+        lease_until: 0,
     }
 }
 
@@ -159,23 +160,38 @@ async fn scenario(url: &str) {
             .is_empty(),
         "leased rows are not claimed twice"
     );
-    dir.defer_relay("m1", "x@remote.test", "451 4.2.0 later", now + 300)
+    let lease = first[0].lease_until;
+    assert_eq!(lease, now + 60, "a claim returns the lease it set");
+    assert!(
+        !dir.defer_relay("m1", "x@remote.test", "451", now + 300, lease + 1)
+            .await
+            .unwrap(),
+        "a writer that no longer holds the lease changes nothing"
+    );
+    assert!(dir
+        .defer_relay("m1", "x@remote.test", "451 4.2.0 later", now + 300, lease)
         .await
-        .unwrap();
+        .unwrap());
     assert!(dir
         .finish_relay(
             "m1",
             "y@remote.test",
             QueueStatus::Delivered,
             "250 ok",
-            true
+            Some(lease)
         )
         .await
         .unwrap());
     assert!(
-        !dir.finish_relay("m1", "y@remote.test", QueueStatus::Bounced, "550", true)
-            .await
-            .unwrap(),
+        !dir.finish_relay(
+            "m1",
+            "y@remote.test",
+            QueueStatus::Bounced,
+            "550",
+            Some(lease)
+        )
+        .await
+        .unwrap(),
         "finished once"
     );
     let m1 = dir.relay_message("m1").await.unwrap();
@@ -207,7 +223,7 @@ async fn scenario(url: &str) {
         "x made due again, and m2"
     );
     assert!(dir
-        .finish_relay("m2", "z@other.test", QueueStatus::Dropped, "dropped", false)
+        .finish_relay("m2", "z@other.test", QueueStatus::Dropped, "dropped", None)
         .await
         .unwrap());
     assert_eq!(dir.relay_message("m2").await.unwrap()[0].attempts, 0);

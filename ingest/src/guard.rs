@@ -32,8 +32,24 @@ pub struct FailureGuard<K> {
 /// Counts unknown recipients per client IP.
 pub(crate) type DictionaryGuard = FailureGuard<IpAddr>;
 
-/// Above this many tracked IPs, stale entries are swept on the next update.
+/// Above this many tracked keys, stale entries are swept on the next update.
 const SWEEP_AT: usize = 10_000;
+
+/// Above this many keys after a sweep, only the blocked ones are kept.
+const MAX_TRACKED: usize = 100_000;
+
+/// The key of a client address in a guard: the address itself for IPv4, its /64 for
+/// IPv6, since one host holds a whole /64 and could otherwise rotate addresses.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(octets.into())
+        }
+    }
+}
 
 impl<K: Hash + Eq> FailureGuard<K> {
     /// A guard that blocks for `block` after `limit` failures within `window`.
@@ -66,6 +82,11 @@ impl<K: Hash + Eq> FailureGuard<K> {
                 e.blocked_until.is_some_and(|u| u > now)
                     || now.duration_since(e.window_start) < window
             });
+            // Still too many (keys an attacker makes up, such as user names or IPv6
+            // addresses): forget the counts, keep the blocks, so memory stays bounded.
+            if entries.len() >= MAX_TRACKED {
+                entries.retain(|_, e| e.blocked_until.is_some_and(|u| u > now));
+            }
         }
         let entry = entries.entry(key).or_insert(Entry {
             window_start: now,

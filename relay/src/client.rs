@@ -55,12 +55,12 @@ pub struct AttemptReport {
 }
 
 impl AttemptReport {
-    fn all(outgoing: &Outgoing, result: AttemptResult, reply: &str) -> Self {
+    /// Every recipient with the same result, and no session.
+    pub fn all(recipients: &[String], result: AttemptResult, reply: &str) -> Self {
         AttemptReport {
             mx: None,
             tls: false,
-            recipients: outgoing
-                .recipients
+            recipients: recipients
                 .iter()
                 .map(|r| (r.clone(), result, reply.to_owned()))
                 .collect(),
@@ -115,20 +115,28 @@ pub async fn attempt(
         Ok(hosts) => hosts,
         Err(RouteError::NoMail(why)) => {
             return AttemptReport::all(
-                outgoing,
+                outgoing.recipients,
                 AttemptResult::Bounced,
                 &format!("550 5.1.2 {why}"),
             )
         }
+        // RFC 7505 §4.2.
+        Err(RouteError::NullMx(why)) => {
+            return AttemptReport::all(
+                outgoing.recipients,
+                AttemptResult::Bounced,
+                &format!("556 5.1.10 {why}"),
+            )
+        }
         Err(RouteError::Temporary(why)) => {
-            return AttemptReport::all(outgoing, AttemptResult::Deferred, &why)
+            return AttemptReport::all(outgoing.recipients, AttemptResult::Deferred, &why)
         }
     };
     let mut last_error = format!("{domain}: no MX host could be reached");
     for host in hosts {
         let addresses = match resolver.addresses(&host).await {
             Ok(addresses) => addresses,
-            Err(RouteError::NoMail(why) | RouteError::Temporary(why)) => {
+            Err(RouteError::NoMail(why) | RouteError::NullMx(why) | RouteError::Temporary(why)) => {
                 last_error = why;
                 continue;
             }
@@ -163,7 +171,7 @@ pub async fn attempt(
             }
         }
     }
-    AttemptReport::all(outgoing, AttemptResult::Deferred, &last_error)
+    AttemptReport::all(outgoing.recipients, AttemptResult::Deferred, &last_error)
 }
 
 /// A connection with its unread input.
@@ -173,14 +181,22 @@ struct Conn {
     timeout: Duration,
 }
 
-/// The longest reply accepted, in bytes: a server sending more is broken.
+/// The longest reply accepted, in bytes and in lines: a server sending more is broken
+/// (or hostile, and would otherwise make the relay hold its endless reply in memory).
 const MAX_REPLY: usize = 64 * 1024;
+/// See [`MAX_REPLY`].
+const MAX_REPLY_LINES: usize = 200;
 
 impl Conn {
     async fn read_reply(&mut self) -> std::io::Result<Reply> {
         let mut lines = Vec::new();
+        let mut bytes = 0;
         loop {
             while let Some(end) = memchr::memchr(b'\n', &self.input) {
+                bytes += end + 1;
+                if lines.len() >= MAX_REPLY_LINES || bytes > MAX_REPLY {
+                    return Err(invalid("reply too long"));
+                }
                 let raw: Vec<u8> = self.input.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&raw);
                 let line = line.trim_end_matches(['\r', '\n']);
@@ -376,11 +392,17 @@ async fn transaction(
     outgoing: &Outgoing<'_>,
     report: &mut AttemptReport,
 ) -> std::io::Result<()> {
-    let size = if offers(ehlo, "SIZE") {
+    let mut size = if offers(ehlo, "SIZE") {
         format!(" SIZE={}", outgoing.body.len())
     } else {
         String::new()
     };
+    // Submission takes 8-bit bodies (it offers 8BITMIME); say so where the remote
+    // understands it (RFC 6152 §3). A remote without it gets the bytes as they are,
+    // which nearly every MX today accepts.
+    if !outgoing.body.is_ascii() && offers(ehlo, "8BITMIME") {
+        size.push_str(" BODY=8BITMIME");
+    }
     let mail = conn
         .command(&format!("MAIL FROM:<{}>{size}", outgoing.sender))
         .await?;

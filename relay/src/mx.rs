@@ -13,9 +13,10 @@ use hickory_resolver::{
 /// Why a domain has no place to deliver to now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
-    /// The domain does not exist, or says it takes no mail (a null MX, RFC 7505):
-    /// permanent.
+    /// The domain does not exist: permanent.
     NoMail(String),
+    /// The domain publishes a null MX (RFC 7505): it takes no mail, by its own say.
+    NullMx(String),
     /// DNS did not answer usefully (timeout, SERVFAIL): try again later.
     Temporary(String),
 }
@@ -69,7 +70,7 @@ impl MxResolver {
                     return Ok(vec![domain.to_owned()]);
                 }
                 if mxs.iter().any(|(_, host)| host == "." || host.is_empty()) {
-                    return Err(RouteError::NoMail(format!(
+                    return Err(RouteError::NullMx(format!(
                         "{domain}: the domain accepts no mail (null MX)"
                     )));
                 }

@@ -103,6 +103,7 @@ impl Handler for OutboundHandler {
                 next_attempt_at: now,
                 last_reply: None,
                 finished_at: None,
+                lease_until: 0,
             })
             .collect();
         // Rows already there (a redelivery of this event) are kept as they are.

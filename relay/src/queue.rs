@@ -16,8 +16,8 @@ use chrono::{TimeZone, Utc};
 use pampa_bus::{BusError, EventLog, OutgoingEvent};
 use pampa_directory::{Directory, DirectoryError, QueueEntry, QueueStatus};
 use pampa_schemas::{
-    new_id, AttemptResult, BlobRef, Envelope, Event, RecipientAttempt, RelayAttempt, RelayFinal,
-    RelayOutcome,
+    derive_id, new_id, AttemptResult, BlobRef, Envelope, Event, RecipientAttempt, RelayAttempt,
+    RelayFinal, RelayOutcome,
 };
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsConnector;
@@ -244,6 +244,7 @@ impl Inner {
             sha256: first.blob_sha256.clone(),
         };
         let recipients: Vec<String> = group.iter().map(|e| e.recipient.clone()).collect();
+        let all = |result, why: &str| client::AttemptReport::all(&recipients, result, why);
         let started = Instant::now();
         let (report, body) = match self.log.get_blob(&blob).await {
             Ok(body) => {
@@ -253,44 +254,45 @@ impl Inner {
                     recipients: &recipients,
                     body: &signed,
                 };
-                let report = client::attempt(
+                // The attempt ends well inside its lease: a tarpitting MX must not keep
+                // it going until another claim sends the same mail again.
+                let deadline = self
+                    .config
+                    .lease()
+                    .saturating_sub(std::time::Duration::from_secs(60));
+                let attempt = client::attempt(
                     &self.config,
                     &self.resolver,
                     &self.tls,
                     &first.domain,
                     &outgoing,
-                )
-                .await;
+                );
+                let report = match tokio::time::timeout(deadline, attempt).await {
+                    Ok(report) => report,
+                    Err(_) => all(
+                        AttemptResult::Deferred,
+                        &format!(
+                            "the attempt took longer than {}s and was abandoned",
+                            deadline.as_secs()
+                        ),
+                    ),
+                };
                 (report, body)
             }
-            Err(error @ (BusError::BlobMissing(_) | BusError::BlobCorrupt { .. })) => {
-                let why = format!("554 5.3.0 the message body is no longer readable: {error}");
-                (
-                    client::AttemptReport {
-                        mx: None,
-                        tls: false,
-                        recipients: recipients
-                            .iter()
-                            .map(|r| (r.clone(), AttemptResult::Bounced, why.clone()))
-                            .collect(),
-                    },
-                    Vec::new(),
-                )
-            }
-            Err(error) => {
-                let why = format!("cannot read the message body: {error}");
-                (
-                    client::AttemptReport {
-                        mx: None,
-                        tls: false,
-                        recipients: recipients
-                            .iter()
-                            .map(|r| (r.clone(), AttemptResult::Deferred, why.clone()))
-                            .collect(),
-                    },
-                    Vec::new(),
-                )
-            }
+            Err(error @ (BusError::BlobMissing(_) | BusError::BlobCorrupt { .. })) => (
+                all(
+                    AttemptResult::Bounced,
+                    &format!("554 5.3.0 the message body is no longer readable: {error}"),
+                ),
+                Vec::new(),
+            ),
+            Err(error) => (
+                all(
+                    AttemptResult::Deferred,
+                    &format!("cannot read the message body: {error}"),
+                ),
+                Vec::new(),
+            ),
         };
         ::metrics::histogram!(metrics::ATTEMPT_SECONDS).record(started.elapsed().as_secs_f64());
         self.record(&group, report, &body).await;
@@ -331,21 +333,19 @@ impl Inner {
         }
     }
 
-    /// Writes an attempt's results to the queue, then tells the log.
+    /// Writes an attempt's results: the DSN first (if one is due), then the queue rows
+    /// (only while this process still holds their lease), then the events.
     async fn record(&self, group: &[QueueEntry], report: client::AttemptReport, body: &[u8]) {
         let now = Utc::now().timestamp();
         let lifetime = self.config.queue_lifetime.as_secs() as i64;
         let first = &group[0];
-        let mut finals: Vec<RelayFinal> = Vec::new();
-        let mut failed: Vec<FailedRecipient> = Vec::new();
-        let mut expired = false;
-        let mut attempt_number = 0;
+        let attempt_number = group.iter().map(|e| e.attempts + 1).max().unwrap_or(1);
+        // What each recipient's attempt means for the queue.
+        let mut decided = Vec::with_capacity(report.recipients.len());
         for (recipient, result, reply) in &report.recipients {
             let Some(entry) = group.iter().find(|e| &e.recipient == recipient) else {
                 continue;
             };
-            let attempts = entry.attempts + 1;
-            attempt_number = attempt_number.max(attempts);
             ::metrics::counter!(metrics::ATTEMPTS_TOTAL, "result" => result.as_str()).increment(1);
             let outcome = match result {
                 AttemptResult::Delivered => Some(RelayOutcome::Delivered),
@@ -355,14 +355,39 @@ impl Inner {
                 }
                 AttemptResult::Deferred => None,
             };
+            decided.push((entry, reply, outcome));
+        }
+        // The DSN is queued before the rows are finished: a crash in between tries the
+        // recipients again, and the DSN's id (from the message, the domain and the
+        // attempt) keeps a second bounce of the same attempt from being queued twice.
+        let failed: Vec<FailedRecipient> = decided
+            .iter()
+            .filter(|(_, _, o)| matches!(o, Some(RelayOutcome::Bounced | RelayOutcome::Expired)))
+            .map(|(entry, reply, _)| FailedRecipient {
+                recipient: entry.recipient.clone(),
+                status: enhanced_status(reply),
+                diagnostic: (*reply).clone(),
+                remote_mta: report.mx.clone(),
+            })
+            .collect();
+        let expired = decided
+            .iter()
+            .any(|(_, _, o)| *o == Some(RelayOutcome::Expired));
+        let dsn_sent = !failed.is_empty()
+            && self
+                .bounce(first, &failed, body, expired, attempt_number)
+                .await;
+        let mut finals: Vec<RelayFinal> = Vec::new();
+        for (entry, reply, outcome) in decided {
+            let recipient = &entry.recipient;
+            let attempts = entry.attempts + 1;
             let written = match outcome {
                 None => {
                     let next = now + self.config.backoff(attempts).as_secs() as i64;
                     tracing::info!(message_id = %entry.message_id, recipient, reply, attempts, "Delivery deferred.");
                     self.directory
-                        .defer_relay(&entry.message_id, recipient, reply, next)
+                        .defer_relay(&entry.message_id, recipient, reply, next, entry.lease_until)
                         .await
-                        .map(|()| false)
                 }
                 Some(outcome) => {
                     let status = if outcome == RelayOutcome::Delivered {
@@ -371,7 +396,13 @@ impl Inner {
                         QueueStatus::Bounced
                     };
                     self.directory
-                        .finish_relay(&entry.message_id, recipient, status, reply, true)
+                        .finish_relay(
+                            &entry.message_id,
+                            recipient,
+                            status,
+                            reply,
+                            Some(entry.lease_until),
+                        )
                         .await
                 }
             };
@@ -381,27 +412,23 @@ impl Inner {
                     // duplicate at worst, never a loss.
                     tracing::warn!(%error, message_id = %entry.message_id, "Cannot record an attempt in the queue.");
                 }
+                (Ok(false), _) => {
+                    tracing::warn!(message_id = %entry.message_id, recipient, "The lease ran out during the attempt; its result is not recorded.");
+                }
                 (Ok(true), Some(outcome)) => {
                     tracing::info!(message_id = %entry.message_id, recipient, reply, outcome = outcome.as_str(), "Recipient left the relay queue.");
-                    if outcome != RelayOutcome::Delivered {
-                        expired |= outcome == RelayOutcome::Expired;
-                        failed.push(FailedRecipient {
-                            recipient: recipient.clone(),
-                            status: enhanced_status(reply),
-                            diagnostic: reply.clone(),
-                            remote_mta: report.mx.clone(),
-                        });
-                    }
+                    ::metrics::counter!(metrics::FINAL_TOTAL, "outcome" => outcome.as_str())
+                        .increment(1);
                     finals.push(RelayFinal {
                         message_id: entry.message_id.clone(),
                         recipient: recipient.clone(),
                         outcome,
                         reply: reply.clone(),
                         attempts,
-                        dsn_sent: false,
+                        dsn_sent: dsn_sent && outcome != RelayOutcome::Delivered,
                     });
                 }
-                _ => {}
+                (Ok(true), None) => {}
             }
         }
         let attempt = history_event(
@@ -425,11 +452,7 @@ impl Inner {
             },
         );
         self.publish(&attempt).await;
-        let dsn_sent = !failed.is_empty() && self.bounce(first, &failed, body, expired).await;
-        for mut done in finals {
-            ::metrics::counter!(metrics::FINAL_TOTAL, "outcome" => done.outcome.as_str())
-                .increment(1);
-            done.dsn_sent = dsn_sent && done.outcome != RelayOutcome::Delivered;
+        for done in finals {
             self.publish(&history_event(&first.message_id, &attempt.id, done))
                 .await;
         }
@@ -442,6 +465,7 @@ impl Inner {
         failed: &[FailedRecipient],
         body: &[u8],
         expired: bool,
+        attempt_number: u32,
     ) -> bool {
         // pampa's own DSNs have no submitter: a bounce of a bounce goes nowhere. The
         // sender of submitted mail was checked against the user at submission, so a
@@ -465,7 +489,10 @@ impl Inner {
             original: body,
             expired,
         });
-        let dsn_id = new_id();
+        let dsn_id = derive_id(
+            &entry.message_id,
+            &format!("dsn {} {attempt_number}", entry.domain),
+        );
         let blob = match self.log.put_blob(&dsn_id, &report).await {
             Ok(blob) => blob,
             Err(error) => {
@@ -490,6 +517,7 @@ impl Inner {
             next_attempt_at: now,
             last_reply: None,
             finished_at: None,
+            lease_until: 0,
         };
         match self
             .directory
@@ -579,7 +607,7 @@ pub async fn drop_message(
                 &entry.recipient,
                 QueueStatus::Dropped,
                 "dropped by an operator",
-                false,
+                None,
             )
             .await?
         {

@@ -22,7 +22,8 @@ pub struct SubmissionConfig {
     pub max_message_bytes: usize,
     /// Most recipients in one transaction; more get `452 4.5.3`.
     pub max_recipients: usize,
-    /// Longest command line, in bytes, including CRLF.
+    /// Longest command line, in bytes, including CRLF. RFC 4954 §4 asks for 12288, so
+    /// an AUTH line with a long initial response fits.
     pub max_line_length: usize,
     /// Most commands in one session before it is closed with 421.
     pub max_commands: usize,
@@ -33,6 +34,9 @@ pub struct SubmissionConfig {
     pub idle_timeout: Duration,
     /// Most sessions open at once; more get `421 4.3.2`.
     pub max_connections: usize,
+    /// Most sessions open at once from one client address (an IPv6 /64); more get
+    /// `421 4.7.0`, so one host cannot hold every slot.
+    pub max_connections_per_ip: usize,
     /// Failed AUTH attempts from one IP within `auth_failure_window` before that IP is
     /// locked out for `auth_lockout`.
     pub auth_failures_per_ip: u32,
@@ -70,11 +74,12 @@ impl Default for SubmissionConfig {
             tls_key: None,
             max_message_bytes: 25 * 1024 * 1024,
             max_recipients: 100,
-            max_line_length: 1000,
+            max_line_length: 12288,
             max_commands: 1000,
             max_errors: 10,
             idle_timeout: Duration::from_secs(300),
             max_connections: 1000,
+            max_connections_per_ip: 20,
             auth_failures_per_ip: 10,
             auth_failures_per_user: 5,
             auth_failure_window: Duration::from_secs(900),

@@ -1,7 +1,8 @@
 //! Metric names of the submission role (DESIGN.md §6).
 
 /// Counter: sessions by `result` (`quit`, `disconnect`, `timeout`, `error_limit`,
-/// `command_limit`, `io_error`, `tls_error`, `refused_busy`).
+/// `command_limit`, `io_error`, `tls_error`, `auth_locked_out`, `refused_busy`,
+/// `refused_per_ip`).
 pub const SESSIONS_TOTAL: &str = "pampa_submission_sessions_total";
 /// Counter: replies sent, by `code`.
 pub const REPLIES_TOTAL: &str = "pampa_submission_replies_total";

@@ -56,6 +56,8 @@ pub(crate) struct Shared {
 pub struct Submission {
     shared: Arc<Shared>,
     open: Arc<AtomicUsize>,
+    /// Sessions open now per client key (address, or IPv6 /64).
+    per_ip: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
     listening: Arc<AtomicBool>,
 }
 
@@ -104,6 +106,7 @@ impl Submission {
         Ok(Submission {
             shared: Arc::new(shared),
             open: Arc::new(AtomicUsize::new(0)),
+            per_ip: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
             listening: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -194,7 +197,27 @@ impl Submission {
                 self.open.fetch_sub(1, Ordering::AcqRel);
                 ::metrics::counter!(metrics::SESSIONS_TOTAL, "result" => "refused_busy")
                     .increment(1);
-                tokio::spawn(refuse(stream));
+                tokio::spawn(refuse(
+                    stream,
+                    "421 4.3.2 Too many connections, try again later\r\n",
+                ));
+                continue;
+            }
+            let key = pampa_ingest::guard::client_key(peer.ip());
+            let mine = {
+                let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+                let mine = per_ip.entry(key).or_insert(0);
+                *mine += 1;
+                *mine
+            };
+            if mine > self.shared.config.max_connections_per_ip {
+                self.release(key);
+                ::metrics::counter!(metrics::SESSIONS_TOTAL, "result" => "refused_per_ip")
+                    .increment(1);
+                tokio::spawn(refuse(
+                    stream,
+                    "421 4.7.0 Too many connections from your address, try again later\r\n",
+                ));
                 continue;
             }
             let this = self.clone();
@@ -203,8 +226,20 @@ impl Submission {
                 let result = this.session(stream, peer, implicit_tls).await;
                 ::metrics::gauge!(metrics::ACTIVE_SESSIONS).decrement(1.0);
                 ::metrics::counter!(metrics::SESSIONS_TOTAL, "result" => result).increment(1);
-                this.open.fetch_sub(1, Ordering::AcqRel);
+                this.release(key);
             });
+        }
+    }
+
+    /// Gives back one session's place in the counts.
+    fn release(&self, key: IpAddr) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&key);
+            }
         }
     }
 
@@ -230,12 +265,10 @@ impl Submission {
 }
 
 /// Says why and closes, without reading anything from the client.
-async fn refuse(mut stream: tokio::net::TcpStream) {
+async fn refuse(mut stream: tokio::net::TcpStream, reply: &'static str) {
     use tokio::io::AsyncWriteExt;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = stream
-            .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
-            .await;
+        let _ = stream.write_all(reply.as_bytes()).await;
         let _ = stream.shutdown().await;
     })
     .await;

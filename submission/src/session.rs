@@ -254,7 +254,7 @@ impl Session {
                 "AUTH is not allowed during a mail transaction",
             );
         }
-        let ip = self.peer.ip();
+        let ip = pampa_ingest::guard::client_key(self.peer.ip());
         if self.shared.ip_guard.is_blocked(&ip) {
             ::metrics::counter!(metrics::AUTH_TOTAL, "result" => "locked_out").increment(1);
             self.conn.reply(
@@ -274,7 +274,19 @@ impl Session {
             }
             Err(Err(next)) => return next,
         };
-        let user_key = credentials.user.to_ascii_lowercase();
+        // One key per account, however it is spelled (`Alice@X.org.`, ` alice@x.org`):
+        // the directory reads them all as the same user. Names that are no address
+        // share one key, and never reach the password check.
+        let user_key = match Address::parse(&credentials.user) {
+            Ok(address) => address.to_string(),
+            Err(_) => {
+                ::metrics::counter!(metrics::AUTH_TOTAL, "result" => "failed").increment(1);
+                if self.shared.ip_guard.record_failure(ip) {
+                    ::metrics::counter!(metrics::LOCKOUTS_TOTAL, "scope" => "ip").increment(1);
+                }
+                return self.error(535, "5.7.8", "Authentication credentials invalid");
+            }
+        };
         if self.shared.user_guard.is_blocked(&user_key) {
             ::metrics::counter!(metrics::AUTH_TOTAL, "result" => "locked_out").increment(1);
             tracing::warn!(user = %credentials.user, "AUTH refused: the user is locked out after failed attempts.");
@@ -563,6 +575,11 @@ impl Session {
                 ::metrics::counter!(metrics::MESSAGES_TOTAL, "result" => "rejected").increment(1);
                 return self.reply(550, "5.6.0", "The message has no From: header");
             }
+            Ok(HeaderCheck::SeveralFrom) => {
+                ::metrics::counter!(metrics::MESSAGES_TOTAL, "result" => "rejected").increment(1);
+                ::metrics::counter!(metrics::FORGED_TOTAL, "where" => "header").increment(1);
+                return self.reply(550, "5.6.0", "The message has more than one From: header");
+            }
             Ok(HeaderCheck::Forged(address)) => {
                 ::metrics::counter!(metrics::MESSAGES_TOTAL, "result" => "rejected").increment(1);
                 ::metrics::counter!(metrics::FORGED_TOTAL, "where" => "header").increment(1);
@@ -570,7 +587,9 @@ impl Session {
                 return self.reply(
                     553,
                     "5.7.1",
-                    &format!("From: <{address}> rejected: not owned by user {user}"),
+                    &format!(
+                        "Sender <{address}> in the headers rejected: not owned by user {user}"
+                    ),
                 );
             }
             Err(error) => {

@@ -282,11 +282,12 @@ def test_auth_is_offered_only_inside_tls_and_mail_needs_it(world):
 
 def test_repeated_failures_lock_the_user_out(world):
     out, _, _ = world
-    for _ in range(3):
+    # Three spellings of one account count as one account.
+    for spelling in ("locked@example.org", "LOCKED@example.org", "locked@example.org."):
         with smtplib.SMTP_SSL(LOCALHOST, out.submissions_port, context=tls_context(), timeout=30) as s:
             s.ehlo("client.test")
             with pytest.raises(smtplib.SMTPAuthenticationError):
-                s.login("locked@example.org", "guess")
+                s.login(spelling, "guess")
     with smtplib.SMTP_SSL(LOCALHOST, out.submissions_port, context=tls_context(), timeout=30) as s:
         s.ehlo("client.test")
         with pytest.raises(smtplib.SMTPAuthenticationError) as locked:
@@ -312,6 +313,17 @@ def test_forged_senders_are_refused(world):
         assert s.rcpt("bob@remote.test")[0] == 250
         _, msg = make_message("other@example.org", ["bob@remote.test"], "forged header")
         code, text = s.data(msg)
+        assert code == 553 and b"other@example.org" in text, text
+        # Two From: headers, the second one hers: refused, whatever a reader would show.
+        assert s.mail("erin@example.org")[0] == 250
+        assert s.rcpt("bob@remote.test")[0] == 250
+        _, msg = make_message("erin@example.org", ["bob@remote.test"], "two froms")
+        code, text = s.data(b"From: ceo@bank.test\r\n" + msg)
+        assert code == 550 and b"more than one From" in text, text
+        # A Sender: that is not hers is refused too.
+        assert s.mail("erin@example.org")[0] == 250
+        assert s.rcpt("bob@remote.test")[0] == 250
+        code, text = s.data(b"Sender: other@example.org\r\n" + msg)
         assert code == 553 and b"other@example.org" in text, text
     # An alias makes the same address hers.
     out.cli("user", "alias", "add", "erin@example.org", "sales@example.org")
