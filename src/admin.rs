@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use pampa_bus::{runner, EventLog, OutgoingEvent, StoredEvent};
+use pampa_deliver::location::{format_location, Store};
 use pampa_directory::{Directory, DirectoryError, RadiusProfile, RadiusUser};
 use pampa_schemas::{derive_id, subjects};
 use serde::Serialize;
@@ -96,6 +97,53 @@ pub enum UserAction {
         /// The address.
         address: String,
     },
+    /// Move a user's mailbox to another store, or (with --also) deliver to two stores
+    /// at once while a migration copies the old mail: maildir:, maildir:/path,
+    /// lmtp://host:port or lmtp+unix:///path.
+    Move {
+        /// The address.
+        address: String,
+        /// The store new mail goes to.
+        #[arg(long, value_name = "STORE")]
+        to: String,
+        /// A second store that gets every copy too (the old one, during a migration).
+        #[arg(long, value_name = "STORE")]
+        also: Option<String>,
+    },
+    /// Set a user's mailbox quota (300M, 2G, 500000; or none). Maildir enforces it;
+    /// an LMTP server applies its own.
+    Quota {
+        /// The address.
+        address: String,
+        /// The size, or `none`.
+        size: String,
+    },
+}
+
+/// A size as people write it: `300M`, `2G`, `512K`, or bytes.
+fn parse_size(text: &str) -> Result<Option<u64>> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = digits.parse().with_context(|| {
+        format!("{text:?} is not a size: write 300M, 2G, 512K, a number of bytes, or none")
+    })?;
+    let factor: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" => 1 << 10,
+        "M" | "MB" => 1 << 20,
+        "G" | "GB" => 1 << 30,
+        other => bail!("unknown size unit {other:?} in {text:?}: use K, M or G"),
+    };
+    number
+        .checked_mul(factor)
+        .map(Some)
+        .with_context(|| format!("{text:?} is too large"))
 }
 
 /// `pampa user radius ADDR …`.
@@ -363,6 +411,30 @@ pub async fn user(config: &Config, action: UserAction) -> Result<()> {
         UserAction::Limits(args) => crate::outbound::limits(config, args).await?,
         UserAction::Flagged { json } => crate::outbound::flagged(config, json).await?,
         UserAction::Unflag { address } => crate::outbound::unflag(config, &address).await?,
+        UserAction::Move { address, to, also } => {
+            let mut stores = vec![Store::parse(&to).map_err(anyhow::Error::msg)?];
+            if let Some(also) = also {
+                stores.push(Store::parse(&also).map_err(anyhow::Error::msg)?);
+            }
+            let location = format_location(&stores);
+            dir.set_mailbox_location(&address, Some(&location)).await?;
+            println!(
+                "New mail for {address} goes to {}.",
+                stores
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            );
+        }
+        UserAction::Quota { address, size } => {
+            let bytes = parse_size(&size)?;
+            dir.set_quota(&address, bytes).await?;
+            match bytes {
+                Some(bytes) => println!("{address} may keep {bytes} bytes of mail."),
+                None => println!("{address} has no quota."),
+            }
+        }
         UserAction::Add {
             address,
             password,

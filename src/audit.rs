@@ -36,6 +36,7 @@ pub struct AuditArgs {
 #[derive(Clone)]
 enum Fate {
     Written { folder: String, location: PathBuf },
+    Remote { folder: String },
     Discarded,
     Failed,
 }
@@ -121,13 +122,29 @@ pub async fn audit(config: &Config, args: &AuditArgs) -> Result<()> {
             .payload;
         for d in delivered.deliveries {
             let fate = match d.outcome {
+                // A copy an LMTP server took is in that server's store, where this
+                // audit cannot look: it counts in its folder, unchecked.
+                DeliveryOutcome::Delivered | DeliveryOutcome::AlreadyDelivered
+                    if d.store.starts_with("lmtp") =>
+                {
+                    Fate::Remote { folder: d.folder }
+                }
                 DeliveryOutcome::Delivered | DeliveryOutcome::AlreadyDelivered => Fate::Written {
                     folder: d.folder,
                     location: PathBuf::from(d.location),
                 },
                 DeliveryOutcome::Discarded { .. } => Fate::Discarded,
                 DeliveryOutcome::Failed { .. } => Fate::Failed,
+                // A try's record; the copy's fate is in a later event.
+                DeliveryOutcome::Deferred { .. } => continue,
             };
+            // With two stores (a migration), a Maildir copy is the one checked here.
+            if let (Some(Fate::Written { .. }), Fate::Remote { .. }) = (
+                fates.get(&(delivered.message_id.clone(), d.recipient.clone())),
+                &fate,
+            ) {
+                continue;
+            }
             fates.insert((delivered.message_id.clone(), d.recipient), fate);
         }
     }
@@ -183,6 +200,12 @@ pub async fn audit(config: &Config, args: &AuditArgs) -> Result<()> {
                     }
                 }
             }
+            Some(Fate::Remote { folder }) => match folder.as_str() {
+                "INBOX" => report.inbox += 1,
+                "Spam" => report.spam += 1,
+                "Quarantine" => report.quarantine += 1,
+                _ => report.other_folders += 1,
+            },
             Some(Fate::Discarded) => report.discarded += 1,
             Some(Fate::Failed) => report.failed += 1,
             None if dead.contains(message_id) => report.dead_lettered += 1,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use pampa_bus::BusConfig;
+use pampa_deliver::DeliverConfig;
 use pampa_dns::DnsConfig;
 use pampa_ingest::SmtpConfig;
 use pampa_radius::RadiusConfig;
@@ -119,20 +120,6 @@ impl Default for MetricsConfig {
         MetricsConfig {
             listen: "127.0.0.1:9898".to_owned(),
         }
-    }
-}
-
-/// The `[deliver]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeliverConfig {
-    /// Messages written at once by one deliver process.
-    pub concurrency: usize,
-}
-
-impl Default for DeliverConfig {
-    fn default() -> Self {
-        DeliverConfig { concurrency: 16 }
     }
 }
 

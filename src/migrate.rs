@@ -154,7 +154,16 @@ pub async fn migrate_log(config: &Config, args: &MigrateArgs) -> Result<()> {
             Some(&seq) => seq,
             None => jetstream.last_sequence(stream).await? + 1,
         };
-        let spec = ConsumerSpec::new(&position.name, &position.filter, &config.bus);
+        let mut spec = ConsumerSpec::new(&position.name, &position.filter, &config.bus);
+        // deliver waits longer for its stores than the stages for theirs.
+        if [
+            pampa_deliver::DELIVER_CONSUMER,
+            pampa_deliver::RECOVER_CONSUMER,
+        ]
+        .contains(&position.name.as_str())
+        {
+            spec.max_deliver = config.deliver.max_deliver.max(1);
+        }
         jetstream
             .create_consumer_at(&spec, start)
             .await

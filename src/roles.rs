@@ -561,25 +561,46 @@ fn start_deliver(config: &Config, backends: &Backends, tasks: &mut Tasks) {
             backends.directory.clone(),
             config.data_dir.clone(),
             &config.smtp.hostname,
+            config.deliver.clone(),
         )
     };
-    spawn_runner(
-        config,
-        backends,
+    let live = Runner::new(
+        backends.log.clone(),
         deliver(),
         config.pipeline.deliver_input(),
-        config.deliver.concurrency,
-        tasks,
-    );
+        &config.bus,
+    )
+    .max_deliver(config.deliver.max_deliver)
+    .concurrency(config.deliver.concurrency);
+    tasks.set.spawn(live.run(tasks.shutdown.clone()));
     // Recoveries are rare and small: one at a time is plenty.
-    spawn_runner(
-        config,
-        backends,
+    let recover = Runner::new(
+        backends.log.clone(),
         deliver().recovering(),
         RECOVERED_EVENT_TYPE,
-        1,
-        tasks,
-    );
+        &config.bus,
+    )
+    .max_deliver(config.deliver.max_deliver)
+    .concurrency(1);
+    tasks.set.spawn(recover.run(tasks.shutdown.clone()));
+    // Delivery marks outlive their messages only by the log's retention: a message the
+    // log no longer holds is never tried again.
+    let directory = backends.directory.clone();
+    let retention = config.bus.max_age;
+    let mut shutdown = tasks.shutdown.clone();
+    tasks.set.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let before = chrono::Utc::now().timestamp() - retention.as_secs() as i64;
+            if let Err(error) = directory.purge_delivery_marks(before).await {
+                tracing::warn!(%error, "Cannot purge old delivery marks.");
+            }
+        }
+    });
 }
 
 async fn wait(mut tasks: Tasks) {

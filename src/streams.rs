@@ -90,8 +90,14 @@ fn expected_consumers(config: &Config) -> Vec<ConsumerSpec> {
         .iter()
         .filter_map(|stage| Some(spec(stage.as_str(), config.pipeline.input_of(*stage)?)))
         .collect();
-    specs.push(spec(DELIVER_CONSUMER, config.pipeline.deliver_input()));
-    specs.push(spec(RECOVER_CONSUMER, RECOVERED_EVENT_TYPE));
+    for (name, filter) in [
+        (DELIVER_CONSUMER, config.pipeline.deliver_input()),
+        (RECOVER_CONSUMER, RECOVERED_EVENT_TYPE),
+    ] {
+        let mut deliver = spec(name, filter);
+        deliver.max_deliver = config.deliver.max_deliver.max(1);
+        specs.push(deliver);
+    }
     if config.submission.tls_cert.is_some() {
         for stage in &config.outbound.stages {
             if let Some(input) = config.outbound.input_of(*stage) {

@@ -112,16 +112,19 @@ fn describe(event: &StoredEvent, tags_before: &mut usize) -> Result<(Value, Stri
                 .iter()
                 .map(|d| match &d.outcome {
                     DeliveryOutcome::Delivered => {
-                        format!("{}: delivered to {}", d.recipient, d.folder)
+                        format!("{}: delivered to {} at {}", d.recipient, d.folder, d.store)
                     }
                     DeliveryOutcome::AlreadyDelivered => {
-                        format!("{}: already in {}", d.recipient, d.folder)
+                        format!("{}: already in {} at {}", d.recipient, d.folder, d.store)
                     }
                     DeliveryOutcome::Discarded { reason } => {
                         format!("{}: discarded ({reason})", d.recipient)
                     }
                     DeliveryOutcome::Failed { reason } => {
-                        format!("{}: failed ({reason})", d.recipient)
+                        format!("{} at {}: failed ({reason})", d.recipient, d.store)
+                    }
+                    DeliveryOutcome::Deferred { reason } => {
+                        format!("{} at {}: deferred ({reason})", d.recipient, d.store)
                     }
                 })
                 .collect::<Vec<_>>()

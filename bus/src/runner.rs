@@ -89,6 +89,14 @@ impl<H: Handler> Runner<H> {
         }
     }
 
+    /// Tries of one input before it goes to dead letters, instead of the bus's
+    /// `max_deliver` (deliver waits for a store that is down much longer than a stage
+    /// waits for a DNS answer).
+    pub fn max_deliver(mut self, max_deliver: u32) -> Self {
+        self.spec.max_deliver = max_deliver.max(1);
+        self
+    }
+
     /// How many inputs are worked on at once.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);

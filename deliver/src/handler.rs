@@ -1,23 +1,30 @@
-//! The deliver stage: the last stage's event in, copies written, `mail.delivered` out.
+//! The deliver stage: the last stage's event in, copies written to every store of every
+//! recipient, `mail.delivered` out.
+//!
+//! Each (message, recipient, store) is tracked on its own. A copy a store has is never
+//! written again; a store that says "later" is tried again with backoff while the
+//! others are left alone; a 5xx is final and recorded. While any copy waits, each try
+//! publishes its own `mail.delivered` with the `deferred` outcomes, so `pampa trace`
+//! shows every store's every result.
 
-use std::path::PathBuf;
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 use tracing::Instrument;
 
 use pampa_bus::{EventLog, Handler, HandlerError, OutgoingEvent, StoredEvent};
-use pampa_directory::{Address, Directory};
+use pampa_directory::{Address, DeliveryMark, Directory, MarkState};
 use pampa_schemas::{
     decode_analysis, derive_id, subjects, Decision, DeliveryOutcome, Disposition, Envelope,
-    MailDelivered, RecipientDelivery, RECOVERED_EVENT_TYPE,
+    EnvelopeHead, MailDelivered, RecipientDelivery, RECOVERED_EVENT_TYPE,
 };
 
 use crate::{
+    config::{DeliverConfig, FolderDelivery},
     headers::{spam_headers, strip_forged_headers},
+    lmtp::{to_crlf, LmtpClient, RcptReply},
+    location::{parse_location, LmtpAddress, Store},
     maildir::{to_lf, Maildir, Written},
-    metrics,
+    metrics, quota,
 };
-
-/// The store name of a Maildir in events and in the directory.
-const MAILDIR_STORE: &str = "maildir:";
 
 /// The deliver stage.
 pub struct Deliver {
@@ -31,6 +38,8 @@ pub struct Deliver {
     /// The durable consumer's name: `deliver`, or `recover` for the one that reads
     /// `mail.recovered`.
     name: &'static str,
+    config: DeliverConfig,
+    lmtp: Arc<LmtpClient>,
 }
 
 /// The consumer name of the deliver stage.
@@ -38,6 +47,11 @@ pub const DELIVER_CONSUMER: &str = "deliver";
 
 /// The consumer name of the deliver stage that reads `mail.recovered`.
 pub const RECOVER_CONSUMER: &str = "recover";
+
+/// The header every LMTP copy carries: the same value on every try of one copy, so a
+/// server's Sieve `duplicate` test can drop the one copy a crash between the server's
+/// reply and deliver's mark could send twice.
+pub const DELIVERY_ID_HEADER: &str = "X-Pampa-Delivery-Id";
 
 fn transient(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Transient(e.to_string().into())
@@ -47,11 +61,50 @@ fn permanent(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Permanent(e.to_string().into())
 }
 
+fn directory_error(e: pampa_directory::DirectoryError) -> HandlerError {
+    if e.is_transient() {
+        transient(e)
+    } else {
+        permanent(e)
+    }
+}
+
+/// One copy to hand to one store.
+struct Copy {
+    recipient: String,
+    store: Store,
+    folder: &'static str,
+    /// The copy, LF line ends, verdict headers on top.
+    body: Arc<Vec<u8>>,
+    quota_bytes: Option<u64>,
+}
+
+/// A copy's result in this try.
+struct Done {
+    recipient: String,
+    store: String,
+    kind: &'static str,
+    folder: &'static str,
+    location: String,
+    outcome: DeliveryOutcome,
+}
+
 impl Deliver {
     /// A deliver stage writing default Maildirs under `{data_dir}/mail/`.
-    pub fn new(log: EventLog, directory: Directory, data_dir: PathBuf, hostname: &str) -> Self {
+    pub fn new(
+        log: EventLog,
+        directory: Directory,
+        data_dir: PathBuf,
+        hostname: &str,
+        config: DeliverConfig,
+    ) -> Self {
         // Maildir file names end in the host name; '/' and ':' would break them.
         let authserv_id = hostname.to_owned();
+        let lmtp = Arc::new(LmtpClient::new(
+            hostname,
+            config.lmtp_max_connections,
+            config.lmtp_timeout,
+        ));
         let hostname = hostname.replace(['/', ':'], "_");
         Deliver {
             log,
@@ -60,6 +113,8 @@ impl Deliver {
             hostname,
             authserv_id,
             name: DELIVER_CONSUMER,
+            config,
+            lmtp,
         }
     }
 
@@ -78,58 +133,129 @@ impl Deliver {
             .join(address.local())
     }
 
-    /// Where a recipient's mailbox is, per the directory.
-    async fn maildir_of(&self, recipient: &str) -> Result<Result<Maildir, String>, HandlerError> {
-        let address = Address::parse(recipient).map_err(permanent)?;
-        let user = self.directory.find_user(&address).await.map_err(|e| {
-            if e.is_transient() {
-                transient(e)
-            } else {
-                permanent(e)
-            }
-        })?;
-        let Some(user) = user else {
-            return Ok(Err(format!("user {recipient} no longer exists")));
-        };
-        Ok(match user.mailbox_location.as_deref() {
-            None | Some("") | Some(MAILDIR_STORE) => {
-                Ok(Maildir::new(self.default_maildir(&address)))
-            }
-            Some(location) => match location.strip_prefix(MAILDIR_STORE) {
-                Some(path) => Ok(Maildir::new(path)),
-                None => Err(format!(
-                    "mailbox store {location:?} is not supported by this build"
-                )),
-            },
-        })
-    }
-
-    /// Writes one copy; returns where it went and how.
-    async fn write_copy(
+    /// A Maildir copy, with the user's quota checked first.
+    async fn write_maildir(
         &self,
-        recipient: &str,
+        copy: &Copy,
+        path: Option<PathBuf>,
         name: &str,
-        folder: &'static str,
-        body: Vec<u8>,
         check_first: bool,
     ) -> Result<(String, DeliveryOutcome), HandlerError> {
-        let maildir = match self.maildir_of(recipient).await? {
-            Ok(maildir) => maildir,
-            Err(reason) => return Ok((String::new(), DeliveryOutcome::Failed { reason })),
+        let root = match path {
+            Some(path) => path,
+            None => self.default_maildir(&Address::parse(&copy.recipient).map_err(permanent)?),
         };
-        let name = name.to_owned();
-        let written =
-            tokio::task::spawn_blocking(move || maildir.write(folder, &name, &body, check_first))
-                .await
-                .map_err(transient)?
-                .map_err(|e| transient(format!("cannot write the copy for {recipient}: {e}")))?;
+        let maildir = Maildir::new(root.clone());
+        let (folder, name, body, quota_bytes) = (
+            copy.folder,
+            name.to_owned(),
+            copy.body.clone(),
+            copy.quota_bytes,
+        );
+        let written = tokio::task::spawn_blocking(move || {
+            if check_first {
+                if let Some(existing) = maildir.find(folder, &name)? {
+                    return Ok(Some(Written::AlreadyThere(existing)));
+                }
+            }
+            if let Some(limit) = quota_bytes {
+                // The folders must exist before their use can be summed.
+                maildir.ensure()?;
+                if quota::used_bytes(&root, limit)? + body.len() as u64 > limit {
+                    return Ok(None);
+                }
+            }
+            let written = maildir.write(folder, &name, &body, false)?;
+            if quota_bytes.is_some() {
+                if let Written::New(_) = written {
+                    quota::add(&root, body.len() as u64)?;
+                }
+            }
+            Ok::<_, std::io::Error>(Some(written))
+        })
+        .await
+        .map_err(transient)?
+        .map_err(|e| transient(format!("cannot write the copy for {}: {e}", copy.recipient)))?;
         Ok(match written {
-            Written::New(path) => (path.display().to_string(), DeliveryOutcome::Delivered),
-            Written::AlreadyThere(path) => (
+            Some(Written::New(path)) => (path.display().to_string(), DeliveryOutcome::Delivered),
+            Some(Written::AlreadyThere(path)) => (
                 path.display().to_string(),
                 DeliveryOutcome::AlreadyDelivered,
             ),
+            None => (
+                String::new(),
+                DeliveryOutcome::Deferred {
+                    reason: "452 4.2.2 mailbox full (Maildir++ quota)".to_owned(),
+                },
+            ),
         })
+    }
+
+    /// The copies of one LMTP server: those with the same bytes go in one transaction,
+    /// recipients pipelined; each gets its own reply.
+    async fn deliver_lmtp(
+        &self,
+        server: &LmtpAddress,
+        sender: &str,
+        message_id: &str,
+        copies: Vec<&Copy>,
+    ) -> Result<Vec<(String, Result<RcptReply, String>)>, HandlerError> {
+        let store = Store::Lmtp(server.clone()).to_string();
+        let mut batches: Vec<(Vec<u8>, Vec<(String, String)>)> = Vec::new();
+        for copy in copies {
+            let mut body = format!(
+                "{DELIVERY_ID_HEADER}: {}\r\n",
+                derive_id(message_id, &copy.recipient)
+            )
+            .into_bytes();
+            let mut rcpt = copy.recipient.clone();
+            if copy.folder != "INBOX" {
+                match self.config.folder_delivery {
+                    FolderDelivery::Detail => {
+                        if let Some((local, domain)) = copy.recipient.rsplit_once('@') {
+                            rcpt = format!("{local}+{}@{domain}", copy.folder);
+                        }
+                    }
+                    FolderDelivery::Header => body.extend_from_slice(
+                        format!("{}: {}\r\n", self.config.folder_header, copy.folder).as_bytes(),
+                    ),
+                }
+            }
+            body.extend_from_slice(&to_crlf(&copy.body));
+            match batches.iter_mut().find(|(b, _)| *b == body) {
+                Some((_, recipients)) => recipients.push((copy.recipient.clone(), rcpt)),
+                None => batches.push((body, vec![(copy.recipient.clone(), rcpt)])),
+            }
+        }
+        let mut results = Vec::new();
+        for (body, recipients) in batches {
+            for (recipient, _) in &recipients {
+                self.directory
+                    .mark_delivery(message_id, recipient, &store, MarkState::Sending, None)
+                    .await
+                    .map_err(directory_error)?;
+            }
+            let rcpts: Vec<String> = recipients.iter().map(|(_, r)| r.clone()).collect();
+            match self.lmtp.deliver(server, sender, &rcpts, &body).await {
+                Ok(replies) => {
+                    for ((recipient, _), reply) in recipients.into_iter().zip(replies) {
+                        results.push((recipient, Ok(reply)));
+                    }
+                }
+                Err(e) => {
+                    for (recipient, _) in recipients {
+                        results.push((recipient, Err(e.to_string())));
+                    }
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// A deferral past the grace period of a full mailbox becomes final.
+    fn over_grace(&self, mark: Option<&DeliveryMark>, now: i64) -> bool {
+        mark.and_then(|m| m.first_failed_at)
+            .is_some_and(|first| now - first >= self.config.quota_grace.as_secs() as i64)
     }
 }
 
@@ -157,86 +283,321 @@ impl Handler for Deliver {
         // Instrumented, not entered: a guard held across an await would tag whatever
         // else the worker thread runs meanwhile with this message's ids.
         async {
-        let body = match self.log.get_blob(&analysis.received.blob).await {
-            Ok(body) => body,
-            Err(e) => return Err(HandlerError::from_blob(e)),
-        };
-        // Only a scored message gets pampa's verdict headers, and then nobody else's.
-        let scored = analysis.score.is_some();
-        let body = if scored {
-            strip_forged_headers(&to_lf(&body), &self.authserv_id)
-        } else {
-            to_lf(&body)
-        };
-        // On a first try nothing can exist yet; on any later try (or a dead-letter retry)
-        // an earlier try may have written some copies before it failed.
-        // A recovery may be asked for twice, or for a copy that is already in the inbox.
-        let check_first = attempt > 1
-            || event.header(subjects::HEADER_RETRY).is_some()
-            || head.event_type == RECOVERED_EVENT_TYPE;
-        let secs = analysis.received.received_at.timestamp();
-        let mut deliveries = Vec::with_capacity(analysis.recipients.len());
-        for recipient in &analysis.recipients {
-            let address = &recipient.address;
-            let decision = recipient.decision.clone().unwrap_or_else(unjudged);
-            let (folder, location, outcome) = match decision.disposition.folder() {
-                None => (
-                    "",
-                    String::new(),
-                    DeliveryOutcome::Discarded {
-                        reason: decision.reason.clone(),
+            let body = match self.log.get_blob(&analysis.received.blob).await {
+                Ok(body) => body,
+                Err(e) => return Err(HandlerError::from_blob(e)),
+            };
+            // Only a scored message gets pampa's verdict headers, and then nobody else's.
+            let scored = analysis.score.is_some();
+            let body = if scored {
+                strip_forged_headers(&to_lf(&body), &self.authserv_id)
+            } else {
+                to_lf(&body)
+            };
+            // On a first try nothing can exist yet; on any later try (or a dead-letter
+            // retry) an earlier try may have written some copies before it failed. A
+            // recovery may be asked for twice, or for a copy already in the inbox.
+            let check_first = attempt > 1
+                || event.header(subjects::HEADER_RETRY).is_some()
+                || head.event_type == RECOVERED_EVENT_TYPE;
+            let marks: HashMap<(String, String), DeliveryMark> = if check_first {
+                self.directory
+                    .delivery_marks(&message_id)
+                    .await
+                    .map_err(directory_error)?
+                    .into_iter()
+                    .map(|m| ((m.recipient.clone(), m.store.clone()), m))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+            let secs = analysis.received.received_at.timestamp();
+            let mut done: Vec<Done> = Vec::new();
+            let mut copies: Vec<Copy> = Vec::new();
+            for recipient in &analysis.recipients {
+                let address = &recipient.address;
+                let decision = recipient.decision.clone().unwrap_or_else(unjudged);
+                let user = self
+                    .directory
+                    .find_user(&Address::parse(address).map_err(permanent)?)
+                    .await
+                    .map_err(directory_error)?;
+                let (stores, quota_bytes) = match &user {
+                    None => {
+                        done.push(Done {
+                            recipient: address.clone(),
+                            store: String::new(),
+                            kind: "none",
+                            folder: "",
+                            location: String::new(),
+                            outcome: DeliveryOutcome::Failed {
+                                reason: format!("user {address} no longer exists"),
+                            },
+                        });
+                        continue;
+                    }
+                    Some(user) => match parse_location(user.mailbox_location.as_deref()) {
+                        Ok(stores) => (stores, user.quota_bytes),
+                        Err(reason) => {
+                            done.push(Done {
+                                recipient: address.clone(),
+                                store: user.mailbox_location.clone().unwrap_or_default(),
+                                kind: "none",
+                                folder: "",
+                                location: String::new(),
+                                outcome: DeliveryOutcome::Failed { reason },
+                            });
+                            continue;
+                        }
                     },
-                ),
-                Some(folder) => {
-                    let name = format!(
-                        "{secs}.M{}.{}",
-                        derive_id(&message_id, address).replace('-', ""),
-                        self.hostname
-                    );
-                    let copy = if scored {
-                        let mut copy = spam_headers(&analysis, recipient, &decision).into_bytes();
-                        copy.extend_from_slice(&body);
-                        copy
-                    } else {
-                        body.clone()
-                    };
-                    let (location, outcome) = self
-                        .write_copy(address, &name, folder, copy, check_first)
-                        .await?;
-                    (folder, location, outcome)
+                };
+                let Some(folder) = decision.disposition.folder() else {
+                    done.push(Done {
+                        recipient: address.clone(),
+                        store: stores[0].to_string(),
+                        kind: stores[0].kind(),
+                        folder: "",
+                        location: String::new(),
+                        outcome: DeliveryOutcome::Discarded {
+                            reason: decision.reason.clone(),
+                        },
+                    });
+                    continue;
+                };
+                let copy_body = if scored {
+                    let mut copy = spam_headers(&analysis, recipient, &decision).into_bytes();
+                    copy.extend_from_slice(&body);
+                    copy
+                } else {
+                    body.clone()
+                };
+                let copy_body = Arc::new(copy_body);
+                for store in stores {
+                    copies.push(Copy {
+                        recipient: address.clone(),
+                        store,
+                        folder,
+                        body: copy_body.clone(),
+                        quota_bytes,
+                    });
                 }
-            };
-            let label = match &outcome {
-                DeliveryOutcome::Delivered => "delivered",
-                DeliveryOutcome::AlreadyDelivered => "already_delivered",
-                DeliveryOutcome::Discarded { .. } => "discarded",
-                DeliveryOutcome::Failed { .. } => "failed",
-            };
-            let folder_label = if folder.is_empty() { "none" } else { folder };
-            ::metrics::counter!(metrics::COPIES_TOTAL, "store" => "maildir", "folder" => folder_label, "outcome" => label)
-                .increment(1);
-            tracing::debug!(recipient = %address, outcome = label, reason = %decision.reason, "Copy handled.");
-            deliveries.push(RecipientDelivery {
-                recipient: address.clone(),
-                store: MAILDIR_STORE.to_owned(),
-                folder: folder.to_owned(),
-                location,
-                outcome,
-            });
-        }
-        let delivered = Envelope::caused_by(
-            &head,
-            "deliver",
-            MailDelivered {
+            }
+            let now = chrono::Utc::now().timestamp();
+            let sender = analysis.received.mail_from.clone();
+            // Copies a store has (or refused for good) on an earlier try are reported,
+            // not handed over again.
+            let mut lmtp: HashMap<LmtpAddress, Vec<&Copy>> = HashMap::new();
+            for copy in &copies {
+                let store_name = copy.store.to_string();
+                let mark = marks.get(&(copy.recipient.clone(), store_name.clone()));
+                let finished = match mark.map(|m| m.state) {
+                    Some(MarkState::Delivered) => Some(DeliveryOutcome::AlreadyDelivered),
+                    Some(MarkState::Failed) => Some(DeliveryOutcome::Failed {
+                        reason: mark.and_then(|m| m.detail.clone()).unwrap_or_default(),
+                    }),
+                    _ => None,
+                };
+                if let Some(outcome) = finished {
+                    done.push(Done {
+                        recipient: copy.recipient.clone(),
+                        store: store_name,
+                        kind: copy.store.kind(),
+                        folder: copy.folder,
+                        location: mark.and_then(|m| m.detail.clone()).unwrap_or_default(),
+                        outcome,
+                    });
+                    continue;
+                }
+                match &copy.store {
+                    Store::Maildir(path) => {
+                        let name = format!(
+                            "{secs}.M{}.{}",
+                            derive_id(&message_id, &copy.recipient).replace('-', ""),
+                            self.hostname
+                        );
+                        let (location, mut outcome) = self
+                            .write_maildir(copy, path.clone(), &name, check_first)
+                            .await?;
+                        if let DeliveryOutcome::Deferred { reason } = &outcome {
+                            ::metrics::counter!(metrics::OVER_QUOTA_TOTAL, "store" => "maildir", "result" => "deferred").increment(1);
+                            let reason = reason.clone();
+                            outcome = self
+                                .settle_deferral(&message_id, copy, &store_name, mark, now, reason, true)
+                                .await?;
+                        }
+                        done.push(Done {
+                            recipient: copy.recipient.clone(),
+                            store: store_name,
+                            kind: "maildir",
+                            folder: copy.folder,
+                            location,
+                            outcome,
+                        });
+                    }
+                    Store::Lmtp(server) => lmtp.entry(server.clone()).or_default().push(copy),
+                }
+            }
+            for (server, server_copies) in lmtp {
+                let store_name = Store::Lmtp(server.clone()).to_string();
+                let by_recipient: HashMap<String, &Copy> = server_copies
+                    .iter()
+                    .map(|c| (c.recipient.clone(), *c))
+                    .collect();
+                let results = self
+                    .deliver_lmtp(&server, &sender, &message_id, server_copies)
+                    .await?;
+                for (recipient, result) in results {
+                    let Some(copy) = by_recipient.get(&recipient) else {
+                        continue;
+                    };
+                    let mark = marks.get(&(recipient.clone(), store_name.clone()));
+                    let outcome = match result {
+                        Ok(reply) if reply.is_success() => {
+                            self.directory
+                                .mark_delivery(&message_id, &recipient, &store_name, MarkState::Delivered, Some(&reply.text))
+                                .await
+                                .map_err(directory_error)?;
+                            DeliveryOutcome::Delivered
+                        }
+                        Ok(reply) if reply.is_permanent() => {
+                            if reply.is_over_quota() {
+                                ::metrics::counter!(metrics::OVER_QUOTA_TOTAL, "store" => "lmtp", "result" => "failed").increment(1);
+                            }
+                            self.directory
+                                .mark_delivery(&message_id, &recipient, &store_name, MarkState::Failed, Some(&reply.text))
+                                .await
+                                .map_err(directory_error)?;
+                            DeliveryOutcome::Failed { reason: reply.text }
+                        }
+                        Ok(reply) => {
+                            let quota = reply.is_over_quota();
+                            if quota {
+                                ::metrics::counter!(metrics::OVER_QUOTA_TOTAL, "store" => "lmtp", "result" => "deferred").increment(1);
+                            }
+                            self.settle_deferral(&message_id, copy, &store_name, mark, now, reply.text, quota)
+                                .await?
+                        }
+                        Err(why) => {
+                            self.settle_deferral(&message_id, copy, &store_name, mark, now, why, false)
+                                .await?
+                        }
+                    };
+                    done.push(Done {
+                        recipient,
+                        store: store_name.clone(),
+                        kind: "lmtp",
+                        folder: copy.folder,
+                        location: String::new(),
+                        outcome,
+                    });
+                }
+            }
+            let mut deferred = Vec::new();
+            let mut deliveries = Vec::with_capacity(done.len());
+            for d in done {
+                let label = match &d.outcome {
+                    DeliveryOutcome::Delivered => "delivered",
+                    DeliveryOutcome::AlreadyDelivered => "already_delivered",
+                    DeliveryOutcome::Discarded { .. } => "discarded",
+                    DeliveryOutcome::Failed { .. } => "failed",
+                    DeliveryOutcome::Deferred { reason } => {
+                        ::metrics::counter!(metrics::RETRIES_TOTAL, "store" => d.kind).increment(1);
+                        deferred.push(format!("{} at {}: {reason}", d.recipient, d.store));
+                        "deferred"
+                    }
+                };
+                let folder_label = if d.folder.is_empty() { "none" } else { d.folder };
+                ::metrics::counter!(metrics::COPIES_TOTAL, "store" => d.kind, "folder" => folder_label, "outcome" => label)
+                    .increment(1);
+                tracing::debug!(recipient = %d.recipient, store = %d.store, outcome = label, "Copy handled.");
+                deliveries.push(RecipientDelivery {
+                    recipient: d.recipient,
+                    store: d.store,
+                    folder: d.folder.to_owned(),
+                    location: d.location,
+                    outcome: d.outcome,
+                });
+            }
+            let record = MailDelivered {
                 message_id,
                 deliveries,
-            },
-        );
-        Ok(vec![
-            OutgoingEvent::from_envelope(&delivered).map_err(permanent)?
-        ])
+            };
+            if deferred.is_empty() {
+                let delivered = Envelope::caused_by(&head, "deliver", record);
+                return Ok(vec![OutgoingEvent::from_envelope(&delivered).map_err(permanent)?]);
+            }
+            // Some copy waits: this try's results go to the log now (trace shows every
+            // try), and the runner tries the message again with backoff. Copies done
+            // now are marked, so the next try skips them.
+            self.publish_try(&head, record, attempt).await;
+            Err(transient(format!(
+                "{} cop{} to try again: {}",
+                deferred.len(),
+                if deferred.len() == 1 { "y" } else { "ies" },
+                deferred.join("; ")
+            )))
         }
         .instrument(span)
         .await
+    }
+}
+
+impl Deliver {
+    /// A copy the store deferred: the mark keeps the first time; a full mailbox past
+    /// its grace period fails for good.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle_deferral(
+        &self,
+        message_id: &str,
+        copy: &Copy,
+        store: &str,
+        mark: Option<&DeliveryMark>,
+        now: i64,
+        reason: String,
+        over_quota: bool,
+    ) -> Result<DeliveryOutcome, HandlerError> {
+        if over_quota && self.over_grace(mark, now) {
+            let reason = format!(
+                "mailbox still full after {}: {reason}",
+                humantime_serde::re::humantime::format_duration(self.config.quota_grace)
+            );
+            ::metrics::counter!(metrics::OVER_QUOTA_TOTAL, "store" => copy.store.kind(), "result" => "failed").increment(1);
+            self.directory
+                .mark_delivery(
+                    message_id,
+                    &copy.recipient,
+                    store,
+                    MarkState::Failed,
+                    Some(&reason),
+                )
+                .await
+                .map_err(directory_error)?;
+            return Ok(DeliveryOutcome::Failed { reason });
+        }
+        self.directory
+            .mark_delivery(
+                message_id,
+                &copy.recipient,
+                store,
+                MarkState::Deferred,
+                Some(&reason),
+            )
+            .await
+            .map_err(directory_error)?;
+        Ok(DeliveryOutcome::Deferred { reason })
+    }
+
+    /// Publishes one try's `mail.delivered` with its own id (tries differ).
+    async fn publish_try(&self, head: &EnvelopeHead, record: MailDelivered, attempt: u32) {
+        let mut event = Envelope::caused_by(head, "deliver", record);
+        event.id = derive_id(&event.id, &format!("try {attempt}"));
+        match OutgoingEvent::from_envelope(&event) {
+            Ok(outgoing) => {
+                if let Err(error) = self.log.publish(&outgoing).await {
+                    tracing::warn!(%error, "Cannot record a delivery try; the copies are retried anyway.");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Cannot encode a delivery try."),
+        }
     }
 }

@@ -61,7 +61,8 @@ impl Maildir {
         }
     }
 
-    fn ensure(&self) -> io::Result<()> {
+    /// Creates the Maildir and its subfolders if they are missing.
+    pub fn ensure(&self) -> io::Result<()> {
         if self.root.join("new").is_dir() {
             return Ok(());
         }

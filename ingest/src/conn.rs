@@ -315,6 +315,26 @@ pub fn parse_error_reply(error: ParseError) -> (u16, &'static str, String) {
     }
 }
 
+/// A message as DATA sends it (RFC 5321 §4.5.2): lines that start with a dot get
+/// another, a final CRLF if the body lacks one, and the terminating dot. The relay's
+/// SMTP client and deliver's LMTP client both send with it.
+pub fn dot_stuffed(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 50 + 5);
+    let mut at_line_start = true;
+    for &byte in body {
+        if at_line_start && byte == b'.' {
+            out.push(b'.');
+        }
+        out.push(byte);
+        at_line_start = byte == b'\n';
+    }
+    if !body.is_empty() && !body.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
 /// Whether a `MAIL`/`RCPT` command line's path starts with a source route (`<@a,@b:…>`).
 pub fn has_source_route(line: &[u8]) -> bool {
     line.iter()
@@ -325,6 +345,15 @@ pub fn has_source_route(line: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dots_are_stuffed_and_the_end_is_marked() {
+        assert_eq!(
+            super::dot_stuffed(b"a\r\n.b\r\n..\r\n"),
+            b"a\r\n..b\r\n...\r\n.\r\n"
+        );
+        assert_eq!(super::dot_stuffed(b".x"), b"..x\r\n.\r\n");
+    }
+
     #[test]
     fn source_routes_are_found_in_the_path() {
         assert!(super::has_source_route(

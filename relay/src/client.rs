@@ -437,7 +437,8 @@ async fn transaction(
     }
     let data = conn.command("DATA").await?;
     let (last, result) = if data.code == 354 {
-        conn.send(&dot_stuffed(outgoing.body)).await?;
+        conn.send(&pampa_ingest::conn::dot_stuffed(outgoing.body))
+            .await?;
         let last = conn.read_reply().await?;
         // Only 250 accepts the message (RFC 5321 §4.3.2); any other 2xx is a broken
         // server, and the message is not taken as delivered.
@@ -458,25 +459,6 @@ async fn transaction(
         report.recipients.push((recipient, result, last.text()));
     }
     Ok(())
-}
-
-/// The message as DATA sends it: lines starting with a dot get another (RFC 5321
-/// §4.5.2), a final CRLF if missing, and the terminating dot.
-fn dot_stuffed(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + body.len() / 50 + 5);
-    let mut at_line_start = true;
-    for &byte in body {
-        if at_line_start && byte == b'.' {
-            out.push(b'.');
-        }
-        out.push(byte);
-        at_line_start = byte == b'\n';
-    }
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
 }
 
 /// The TLS client of opportunistic STARTTLS: any certificate is taken, since a
@@ -554,15 +536,6 @@ impl ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dots_are_stuffed_and_the_end_is_marked() {
-        assert_eq!(
-            dot_stuffed(b"a\r\n.b\r\n..\r\n"),
-            b"a\r\n..b\r\n...\r\n.\r\n"
-        );
-        assert_eq!(dot_stuffed(b".x"), b"..x\r\n.\r\n");
-    }
 
     #[tokio::test]
     async fn multi_line_replies_are_read_whole() {

@@ -98,6 +98,12 @@ pub enum DeliveryOutcome {
         /// Why, in words.
         reason: String,
     },
+    /// The store said "later" (a 4xx, over quota, unreachable): this attempt's record;
+    /// the copy is tried again, and a later `mail.delivered` has its end.
+    Deferred {
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// One recipient's copy in one store.

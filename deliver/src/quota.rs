@@ -1,0 +1,106 @@
+//! Maildir++ quota (the `maildirsize` file that Dovecot and Courier also keep): the
+//! first line is the limit (`314572800S`), each further line a change in bytes and
+//! messages (`4096 1`). The sum of the lines is the mailbox's use, so a delivery costs
+//! one appended line instead of a walk over every file.
+//!
+//! The file is a cache: when it is missing, or was written for another limit, it is
+//! rebuilt from the folders. Two deliveries at once can both pass the check and go a
+//! little over, as in every Maildir++ implementation; the next one is refused.
+
+use std::{
+    fs::{self, OpenOptions},
+    io::{self, Write},
+    path::Path,
+};
+
+/// The file's name in the Maildir root.
+const FILE: &str = "maildirsize";
+
+/// Past this size the file is rebuilt (Maildir++ says 5120 bytes), so it stays quick to
+/// read.
+const REBUILD_ABOVE: u64 = 5120;
+
+/// Bytes used in the Maildir at `root`, per its `maildirsize` for `limit` (rebuilt
+/// when needed).
+pub fn used_bytes(root: &Path, limit: u64) -> io::Result<u64> {
+    let path = root.join(FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) if fs::metadata(&path).map(|m| m.len()).unwrap_or(0) <= REBUILD_ABOVE => {
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or("");
+            if header.trim() == format!("{limit}S") {
+                let used = lines
+                    .filter_map(|line| line.split_whitespace().next()?.parse::<i64>().ok())
+                    .sum::<i64>();
+                return Ok(used.max(0) as u64);
+            }
+            rebuild(root, limit)
+        }
+        Ok(_) => rebuild(root, limit),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => rebuild(root, limit),
+        Err(e) => Err(e),
+    }
+}
+
+/// Records a delivered copy of `bytes`.
+pub fn add(root: &Path, bytes: u64) -> io::Result<()> {
+    let mut file = OpenOptions::new().append(true).open(root.join(FILE))?;
+    // One write of one short line: appends of this size do not interleave.
+    file.write_all(format!("{bytes} 1\n").as_bytes())
+}
+
+/// Walks the folders and writes a fresh file; returns the use.
+fn rebuild(root: &Path, limit: u64) -> io::Result<u64> {
+    let (mut bytes, mut count) = (0u64, 0u64);
+    let mut folders = vec![root.to_path_buf()];
+    if let Ok(entries) = fs::read_dir(root) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with('.') && entry.path().is_dir() {
+                folders.push(entry.path());
+            }
+        }
+    }
+    for folder in folders {
+        for sub in ["new", "cur"] {
+            let Ok(entries) = fs::read_dir(folder.join(sub)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if let Ok(meta) = entry.metadata() {
+                    if meta.is_file() {
+                        bytes += meta.len();
+                        count += 1;
+                    }
+                }
+            }
+        }
+    }
+    let tmp = root.join(format!("{FILE}.tmp"));
+    fs::write(&tmp, format!("{limit}S\n{bytes} {count}\n"))?;
+    fs::rename(&tmp, root.join(FILE))?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn use_is_summed_and_rebuilt_for_a_new_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["new", "cur", ".Spam/new"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        fs::write(root.join("new/a"), vec![b'x'; 100]).unwrap();
+        fs::write(root.join(".Spam/new/b"), vec![b'x'; 50]).unwrap();
+        assert_eq!(used_bytes(root, 1000).unwrap(), 150);
+        add(root, 25).unwrap();
+        assert_eq!(used_bytes(root, 1000).unwrap(), 175);
+        // Another limit: the file is rebuilt from the folders (the 25 was never written).
+        assert_eq!(used_bytes(root, 2000).unwrap(), 150);
+        assert!(fs::read_to_string(root.join(FILE))
+            .unwrap()
+            .starts_with("2000S\n"));
+    }
+}
