@@ -17,6 +17,7 @@
 #   PAMPA_BIN                ./target/debug/pampa (for the e2e suite)
 #   PAMPA_CLAMD              /usr/sbin/clamd (Debian's clamav-daemon)
 #   PAMPA_CLAMAV_TEST_DB     ./ops/clamav/testdb (test signatures, no download)
+#   PAMPA_DOVECOT            /usr/sbin/dovecot (Debian's dovecot-core + dovecot-lmtpd)
 #
 # `ops/test.sh --setup-only` prepares the machine and prints the environment
 # without building or testing anything.
@@ -60,7 +61,9 @@ missing_debs=()
 # gcc and libc6-dev: the C parts of the build (ring, the bundled SQLite, mimalloc).
 # prometheus: for promtool, which checks ops/prometheus; systemd: systemd-analyze, which
 # verifies ops/systemd (tests/e2e/test_ops.py). Neither service is started here.
-for pkg in gcc libc6-dev mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns prometheus systemd; do
+# dovecot-core and dovecot-lmtpd: the LMTP store the deliver tests write into; each test
+# runs its own throwaway dovecot (tests/e2e/dovecot.py), the system one is not used.
+for pkg in gcc libc6-dev mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns prometheus systemd dovecot-core dovecot-lmtpd; do
     deb_installed "$pkg" || missing_debs+=("$pkg")
 done
 # pip, when the python3 on PATH has none (Debian's own python3 ships without it).
@@ -176,6 +179,8 @@ export PAMPA_BIN="$PWD/target/debug/pampa"
 export PAMPA_CLAMD="${PAMPA_CLAMD:-/usr/sbin/clamd}"
 export PAMPA_CLAMAV_TEST_DB="${PAMPA_CLAMAV_TEST_DB:-$PWD/ops/clamav/testdb}"
 [[ -x "$PAMPA_CLAMD" ]] || die "clamd is missing at $PAMPA_CLAMD (install clamav-daemon)"
+export PAMPA_DOVECOT="${PAMPA_DOVECOT:-/usr/sbin/dovecot}"
+[[ -x "$PAMPA_DOVECOT" ]] || die "dovecot is missing at $PAMPA_DOVECOT (install dovecot-core dovecot-lmtpd)"
 
 log "PAMPA_NATS_SERVER=$PAMPA_NATS_SERVER ($(nats_version "$PAMPA_NATS_SERVER"))"
 log "PAMPA_TEST_MYSQL_URL=$PAMPA_TEST_MYSQL_URL"
@@ -183,6 +188,7 @@ log "PAMPA_TEST_POSTGRES_URL=$PAMPA_TEST_POSTGRES_URL"
 log "PAMPA_BIN=$PAMPA_BIN"
 log "PAMPA_CLAMD=$PAMPA_CLAMD"
 log "PAMPA_CLAMAV_TEST_DB=$PAMPA_CLAMAV_TEST_DB"
+log "PAMPA_DOVECOT=$PAMPA_DOVECOT"
 
 if ((setup_only)); then
     exit 0
