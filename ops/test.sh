@@ -61,9 +61,10 @@ missing_debs=()
 # gcc and libc6-dev: the C parts of the build (ring, the bundled SQLite, mimalloc).
 # prometheus: for promtool, which checks ops/prometheus; systemd: systemd-analyze, which
 # verifies ops/systemd (tests/e2e/test_ops.py). Neither service is started here.
-# dovecot-core and dovecot-lmtpd: the LMTP store the deliver tests write into; each test
-# runs its own throwaway dovecot (tests/e2e/dovecot.py), the system one is not used.
-for pkg in gcc libc6-dev mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns prometheus systemd dovecot-core dovecot-lmtpd; do
+# dovecot-core, dovecot-lmtpd and cyrus-imapd: the LMTP stores the deliver tests write
+# into; each test runs its own throwaway server (tests/e2e/dovecot.py, cyrus.py), the
+# system ones are not used.
+for pkg in gcc libc6-dev mariadb-server postgresql swaks openssl clamav-daemon rbldnsd spamassassin freeradius-utils dnsutils dnstap-ldns prometheus systemd dovecot-core dovecot-lmtpd cyrus-imapd; do
     deb_installed "$pkg" || missing_debs+=("$pkg")
 done
 # pip, when the python3 on PATH has none (Debian's own python3 ships without it).

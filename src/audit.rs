@@ -41,6 +41,17 @@ enum Fate {
     Failed,
 }
 
+impl Fate {
+    /// Which of two stores' results counts for a copy: the higher.
+    fn rank(&self) -> u8 {
+        match self {
+            Fate::Written { .. } => 3,
+            Fate::Remote { .. } | Fate::Discarded => 2,
+            Fate::Failed => 1,
+        }
+    }
+}
+
 /// The counts `pampa audit` prints.
 #[derive(Default, Serialize)]
 struct AuditReport {
@@ -138,11 +149,13 @@ pub async fn audit(config: &Config, args: &AuditArgs) -> Result<()> {
                 // A try's record; the copy's fate is in a later event.
                 DeliveryOutcome::Deferred { .. } => continue,
             };
-            // With two stores (a migration), a Maildir copy is the one checked here.
-            if let (Some(Fate::Written { .. }), Fate::Remote { .. }) = (
-                fates.get(&(delivered.message_id.clone(), d.recipient.clone())),
-                &fate,
-            ) {
+            // With two stores (a migration), the best fate stands: a Maildir copy (which
+            // is checked on disk) over one an LMTP server took, over a refusal. Among
+            // equals the later event wins (a recovery moves a copy to the inbox).
+            if fates
+                .get(&(delivered.message_id.clone(), d.recipient.clone()))
+                .is_some_and(|old| old.rank() > fate.rank())
+            {
                 continue;
             }
             fates.insert((delivered.message_id.clone(), d.recipient), fate);

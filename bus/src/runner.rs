@@ -192,19 +192,37 @@ impl<H: Handler> Runner<H> {
         let started = Instant::now();
         // A handler that panics fails this input for good (it would panic again), rather
         // than dropping it unsettled to come back after every ack wait forever.
-        let result = AssertUnwindSafe(self.handler.process(&delivery.event, delivery.attempt))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".to_owned());
-                Err(HandlerError::Permanent(
-                    format!("the handler panicked: {what}").into(),
-                ))
-            });
+        let result = {
+            let work = AssertUnwindSafe(self.handler.process(&delivery.event, delivery.attempt))
+                .catch_unwind();
+            tokio::pin!(work);
+            // Long work (a big scan, a slow mailbox store) tells the log it is still going,
+            // so the ack deadline moves and the input is not handed to another worker
+            // meanwhile (DESIGN.md §3a).
+            let mut still_working =
+                tokio::time::interval((self.spec.ack_wait / 2).max(Duration::from_millis(100)));
+            still_working.tick().await;
+            loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    _ = still_working.tick() => {
+                        if let Err(error) = delivery.in_progress().await {
+                            tracing::debug!(%error, "Cannot extend the ack deadline.");
+                        }
+                    }
+                }
+            }
+        };
+        let result = result.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            Err(HandlerError::Permanent(
+                format!("the handler panicked: {what}").into(),
+            ))
+        });
         ::metrics::histogram!(metrics::STAGE_DURATION_SECONDS, "stage" => stage.to_owned())
             .record(started.elapsed().as_secs_f64());
         let outcome = match result {

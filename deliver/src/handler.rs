@@ -48,9 +48,10 @@ pub const DELIVER_CONSUMER: &str = "deliver";
 /// The consumer name of the deliver stage that reads `mail.recovered`.
 pub const RECOVER_CONSUMER: &str = "recover";
 
-/// The header every LMTP copy carries: the same value on every try of one copy, so a
-/// server's Sieve `duplicate` test can drop the one copy a crash between the server's
-/// reply and deliver's mark could send twice.
+/// The header every LMTP copy carries: the same value on every try of one message into
+/// one folder (and different for a recovered copy), so a server's Sieve `duplicate`
+/// test, which keeps its record per mailbox, can drop the one copy a crash between the
+/// server's reply and deliver's mark could send twice.
 pub const DELIVERY_ID_HEADER: &str = "X-Pampa-Delivery-Id";
 
 fn transient(e: impl std::fmt::Display) -> HandlerError {
@@ -161,7 +162,7 @@ impl Deliver {
             if let Some(limit) = quota_bytes {
                 // The folders must exist before their use can be summed.
                 maildir.ensure()?;
-                if quota::used_bytes(&root, limit)? + body.len() as u64 > limit {
+                if !quota::fits(&root, limit, body.len() as u64)? {
                     return Ok(None);
                 }
             }
@@ -201,11 +202,13 @@ impl Deliver {
         copies: Vec<&Copy>,
     ) -> Result<Vec<(String, Result<RcptReply, String>)>, HandlerError> {
         let store = Store::Lmtp(server.clone()).to_string();
-        let mut batches: Vec<(Vec<u8>, Vec<(String, String)>)> = Vec::new();
+        // The copies with the same bytes, each as (recipient, RCPT address, folder).
+        type Batch = (Vec<u8>, Vec<(String, String, &'static str)>);
+        let mut batches: Vec<Batch> = Vec::new();
         for copy in copies {
             let mut body = format!(
                 "{DELIVERY_ID_HEADER}: {}\r\n",
-                derive_id(message_id, &copy.recipient)
+                derive_id(message_id, copy.folder)
             )
             .into_bytes();
             let mut rcpt = copy.recipient.clone();
@@ -222,28 +225,36 @@ impl Deliver {
                 }
             }
             body.extend_from_slice(&to_crlf(&copy.body));
+            let entry = (copy.recipient.clone(), rcpt, copy.folder);
             match batches.iter_mut().find(|(b, _)| *b == body) {
-                Some((_, recipients)) => recipients.push((copy.recipient.clone(), rcpt)),
-                None => batches.push((body, vec![(copy.recipient.clone(), rcpt)])),
+                Some((_, recipients)) => recipients.push(entry),
+                None => batches.push((body, vec![entry])),
             }
         }
         let mut results = Vec::new();
         for (body, recipients) in batches {
-            for (recipient, _) in &recipients {
+            for (recipient, _, folder) in &recipients {
                 self.directory
-                    .mark_delivery(message_id, recipient, &store, MarkState::Sending, None)
+                    .mark_delivery(
+                        message_id,
+                        recipient,
+                        &mark_key(&store, folder),
+                        MarkState::Sending,
+                        None,
+                        false,
+                    )
                     .await
                     .map_err(directory_error)?;
             }
-            let rcpts: Vec<String> = recipients.iter().map(|(_, r)| r.clone()).collect();
+            let rcpts: Vec<String> = recipients.iter().map(|(_, r, _)| r.clone()).collect();
             match self.lmtp.deliver(server, sender, &rcpts, &body).await {
                 Ok(replies) => {
-                    for ((recipient, _), reply) in recipients.into_iter().zip(replies) {
+                    for ((recipient, _, _), reply) in recipients.into_iter().zip(replies) {
                         results.push((recipient, Ok(reply)));
                     }
                 }
                 Err(e) => {
-                    for (recipient, _) in recipients {
+                    for (recipient, _, _) in recipients {
                         results.push((recipient, Err(e.to_string())));
                     }
                 }
@@ -252,11 +263,17 @@ impl Deliver {
         Ok(results)
     }
 
-    /// A deferral past the grace period of a full mailbox becomes final.
+    /// A full mailbox past its grace period (counted from the first "full") fails.
     fn over_grace(&self, mark: Option<&DeliveryMark>, now: i64) -> bool {
-        mark.and_then(|m| m.first_failed_at)
+        mark.and_then(|m| m.first_full_at)
             .is_some_and(|first| now - first >= self.config.quota_grace.as_secs() as i64)
     }
+}
+
+/// A copy's key among the marks: the store and the folder, so that a recovered copy
+/// (Quarantine first, the inbox later) is a copy of its own.
+fn mark_key(store: &str, folder: &str) -> String {
+    format!("{store} {folder}")
 }
 
 /// The inbox, for mail that no stage judged (no `score` in the pipeline).
@@ -300,17 +317,6 @@ impl Handler for Deliver {
             let check_first = attempt > 1
                 || event.header(subjects::HEADER_RETRY).is_some()
                 || head.event_type == RECOVERED_EVENT_TYPE;
-            let marks: HashMap<(String, String), DeliveryMark> = if check_first {
-                self.directory
-                    .delivery_marks(&message_id)
-                    .await
-                    .map_err(directory_error)?
-                    .into_iter()
-                    .map(|m| ((m.recipient.clone(), m.store.clone()), m))
-                    .collect()
-            } else {
-                HashMap::new()
-            };
             let secs = analysis.received.received_at.timestamp();
             let mut done: Vec<Done> = Vec::new();
             let mut copies: Vec<Copy> = Vec::new();
@@ -382,6 +388,21 @@ impl Handler for Deliver {
                     });
                 }
             }
+            // The marks say what each store has. Maildir needs them only on a later try
+            // (a copy's file name finds it otherwise); LMTP always, since a store may
+            // have the copy from a try of another event of the same message.
+            let any_lmtp = copies.iter().any(|c| matches!(c.store, Store::Lmtp(_)));
+            let marks: HashMap<(String, String), DeliveryMark> = if check_first || any_lmtp {
+                self.directory
+                    .delivery_marks(&message_id)
+                    .await
+                    .map_err(directory_error)?
+                    .into_iter()
+                    .map(|m| ((m.recipient.clone(), m.store.clone()), m))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
             let now = chrono::Utc::now().timestamp();
             let sender = analysis.received.mail_from.clone();
             // Copies a store has (or refused for good) on an earlier try are reported,
@@ -389,7 +410,7 @@ impl Handler for Deliver {
             let mut lmtp: HashMap<LmtpAddress, Vec<&Copy>> = HashMap::new();
             for copy in &copies {
                 let store_name = copy.store.to_string();
-                let mark = marks.get(&(copy.recipient.clone(), store_name.clone()));
+                let mark = marks.get(&(copy.recipient.clone(), mark_key(&store_name, copy.folder)));
                 let finished = match mark.map(|m| m.state) {
                     Some(MarkState::Delivered) => Some(DeliveryOutcome::AlreadyDelivered),
                     Some(MarkState::Failed) => Some(DeliveryOutcome::Failed {
@@ -419,7 +440,6 @@ impl Handler for Deliver {
                             .write_maildir(copy, path.clone(), &name, check_first)
                             .await?;
                         if let DeliveryOutcome::Deferred { reason } = &outcome {
-                            ::metrics::counter!(metrics::OVER_QUOTA_TOTAL, "store" => "maildir", "result" => "deferred").increment(1);
                             let reason = reason.clone();
                             outcome = self
                                 .settle_deferral(&message_id, copy, &store_name, mark, now, reason, true)
@@ -450,30 +470,23 @@ impl Handler for Deliver {
                     let Some(copy) = by_recipient.get(&recipient) else {
                         continue;
                     };
-                    let mark = marks.get(&(recipient.clone(), store_name.clone()));
+                    let mark = marks.get(&(recipient.clone(), mark_key(&store_name, copy.folder)));
                     let outcome = match result {
                         Ok(reply) if reply.is_success() => {
-                            self.directory
-                                .mark_delivery(&message_id, &recipient, &store_name, MarkState::Delivered, Some(&reply.text))
-                                .await
-                                .map_err(directory_error)?;
+                            self.mark(&message_id, copy, &store_name, MarkState::Delivered, &reply.text, false)
+                                .await;
                             DeliveryOutcome::Delivered
                         }
                         Ok(reply) if reply.is_permanent() => {
                             if reply.is_over_quota() {
                                 ::metrics::counter!(metrics::OVER_QUOTA_TOTAL, "store" => "lmtp", "result" => "failed").increment(1);
                             }
-                            self.directory
-                                .mark_delivery(&message_id, &recipient, &store_name, MarkState::Failed, Some(&reply.text))
-                                .await
-                                .map_err(directory_error)?;
+                            self.mark(&message_id, copy, &store_name, MarkState::Failed, &reply.text, false)
+                                .await;
                             DeliveryOutcome::Failed { reason: reply.text }
                         }
                         Ok(reply) => {
                             let quota = reply.is_over_quota();
-                            if quota {
-                                ::metrics::counter!(metrics::OVER_QUOTA_TOTAL, "store" => "lmtp", "result" => "deferred").increment(1);
-                            }
                             self.settle_deferral(&message_id, copy, &store_name, mark, now, reply.text, quota)
                                 .await?
                         }
@@ -543,8 +556,30 @@ impl Handler for Deliver {
 }
 
 impl Deliver {
+    /// Records a copy's state after the store answered. A failed write is logged, not
+    /// fatal: the store has answered, and failing the try now would only send again
+    /// what the store already has (the mark stays `sending`; see the crate's doc).
+    async fn mark(
+        &self,
+        message_id: &str,
+        copy: &Copy,
+        store: &str,
+        state: MarkState,
+        detail: &str,
+        full: bool,
+    ) {
+        let key = mark_key(store, copy.folder);
+        if let Err(error) = self
+            .directory
+            .mark_delivery(message_id, &copy.recipient, &key, state, Some(detail), full)
+            .await
+        {
+            tracing::warn!(%error, recipient = %copy.recipient, store, state = state.as_str(), "Cannot record a copy's state.");
+        }
+    }
+
     /// A copy the store deferred: the mark keeps the first time; a full mailbox past
-    /// its grace period fails for good.
+    /// its grace period (counted from its first "full") fails for good.
     #[allow(clippy::too_many_arguments)]
     async fn settle_deferral(
         &self,
@@ -562,28 +597,22 @@ impl Deliver {
                 humantime_serde::re::humantime::format_duration(self.config.quota_grace)
             );
             ::metrics::counter!(metrics::OVER_QUOTA_TOTAL, "store" => copy.store.kind(), "result" => "failed").increment(1);
-            self.directory
-                .mark_delivery(
-                    message_id,
-                    &copy.recipient,
-                    store,
-                    MarkState::Failed,
-                    Some(&reason),
-                )
-                .await
-                .map_err(directory_error)?;
+            self.mark(message_id, copy, store, MarkState::Failed, &reason, true)
+                .await;
             return Ok(DeliveryOutcome::Failed { reason });
         }
-        self.directory
-            .mark_delivery(
-                message_id,
-                &copy.recipient,
-                store,
-                MarkState::Deferred,
-                Some(&reason),
-            )
-            .await
-            .map_err(directory_error)?;
+        if over_quota {
+            ::metrics::counter!(metrics::OVER_QUOTA_TOTAL, "store" => copy.store.kind(), "result" => "deferred").increment(1);
+        }
+        self.mark(
+            message_id,
+            copy,
+            store,
+            MarkState::Deferred,
+            &reason,
+            over_quota,
+        )
+        .await;
         Ok(DeliveryOutcome::Deferred { reason })
     }
 

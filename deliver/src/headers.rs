@@ -3,8 +3,9 @@
 
 use pampa_schemas::{Decision, Disposition, MailAnalysis, RecipientAnalysis};
 
-/// Removes every `X-Spam-*` header (with its continuation lines) from the header block of
-/// an LF-terminated message: only pampa may say what pampa found. So is every
+/// Removes every `X-Spam-*` and `X-Pampa-*` header (with its continuation lines) from
+/// the header block of an LF-terminated message: only pampa may say what pampa found,
+/// or which folder and delivery id a copy has. So is every
 /// `Authentication-Results` header that claims `authserv_id` (this host's name), as
 /// RFC 8601 §5 asks: a sender must not be able to forge this host's verdicts. Results
 /// of other hosts stay.
@@ -27,6 +28,7 @@ pub fn strip_forged_headers(message: &[u8], authserv_id: &str) -> Vec<u8> {
         let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
         if !continuation {
             dropping = line.len() >= 7 && line[..7].eq_ignore_ascii_case(b"x-spam-")
+                || line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"x-pampa-")
                 || claims_authserv_id(line, authserv_id);
         }
         if !dropping {

@@ -135,14 +135,23 @@ impl LmtpClient {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         let started = Instant::now();
-        // A pooled connection may have been closed by the server meanwhile: then one
-        // fresh connection gets the transaction.
+        // A pooled connection starts with RSET: it proves the connection is alive (the
+        // server may have closed it meanwhile; then a fresh one is opened) and clears
+        // whatever an earlier transaction left. Once RSET is answered, a failure is the
+        // server's and is not retried here: the body may have been taken.
         let pooled = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let result = match pooled {
-            Some(mut conn) => match self.transaction(&mut conn, sender, recipients, body).await {
-                Ok(replies) => Ok((conn, replies)),
-                Err(_) => self.fresh(server, sender, recipients, body).await,
+        let alive = match pooled {
+            Some(mut conn) => match self.reset(&mut conn).await {
+                Ok(()) => Some(conn),
+                Err(_) => None,
             },
+            None => None,
+        };
+        let result = match alive {
+            Some(mut conn) => self
+                .transaction(&mut conn, sender, recipients, body)
+                .await
+                .map(|replies| (conn, replies)),
             None => self.fresh(server, sender, recipients, body).await,
         };
         ::metrics::histogram!(metrics::LMTP_SECONDS).record(started.elapsed().as_secs_f64());
@@ -210,6 +219,16 @@ impl LmtpClient {
         Ok(conn)
     }
 
+    async fn reset(&self, conn: &mut Conn) -> Result<(), String> {
+        self.send(conn, b"RSET\r\n").await?;
+        let reply = self.read_reply(conn).await?;
+        if reply.code == 250 {
+            Ok(())
+        } else {
+            Err(format!("RSET refused: {}", reply.text))
+        }
+    }
+
     /// MAIL, RCPTs, DATA, body; one reply per recipient.
     async fn transaction(
         &self,
@@ -247,10 +266,15 @@ impl LmtpClient {
             (mail, rcpts, data)
         };
         if !(200..300).contains(&mail.code) {
-            // Every RCPT and the DATA were refused in sequence; the sender was.
             if data.code == 354 {
                 return Err("the server took DATA after refusing MAIL".to_owned());
             }
+            // 503 is the server's view of the session, not of the sender: a state to
+            // retry from, never a reason to refuse the copies for good.
+            if mail.code == 503 || mail.code == 421 {
+                return Err(format!("MAIL refused: {}", mail.text));
+            }
+            // Every RCPT and the DATA were refused in sequence; the sender was.
             return Ok(recipients.iter().map(|_| mail.clone()).collect());
         }
         let accepted: Vec<usize> = (0..rcpts.len())

@@ -20,31 +20,60 @@ const FILE: &str = "maildirsize";
 /// read.
 const REBUILD_ABOVE: u64 = 5120;
 
+/// The storage limit a `maildirsize` header line states: `314572800S`, or with a
+/// message limit as Dovecot and Courier may write it, `314572800S,10000C`.
+fn header_bytes(header: &str) -> Option<u64> {
+    header
+        .trim()
+        .split(',')
+        .find_map(|part| part.strip_suffix('S')?.parse().ok())
+}
+
 /// Bytes used in the Maildir at `root`, per its `maildirsize` for `limit` (rebuilt
-/// when needed).
+/// when missing, too long, or written for another limit).
 pub fn used_bytes(root: &Path, limit: u64) -> io::Result<u64> {
     let path = root.join(FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) if fs::metadata(&path).map(|m| m.len()).unwrap_or(0) <= REBUILD_ABOVE => {
-            let mut lines = text.lines();
-            let header = lines.next().unwrap_or("");
-            if header.trim() == format!("{limit}S") {
-                let used = lines
-                    .filter_map(|line| line.split_whitespace().next()?.parse::<i64>().ok())
-                    .sum::<i64>();
-                return Ok(used.max(0) as u64);
-            }
-            rebuild(root, limit)
-        }
-        Ok(_) => rebuild(root, limit),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => rebuild(root, limit),
-        Err(e) => Err(e),
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return rebuild(root, limit),
+        Err(e) => return Err(e),
+    };
+    let mut lines = text.lines();
+    if text.len() as u64 > REBUILD_ABOVE || header_bytes(lines.next().unwrap_or("")) != Some(limit)
+    {
+        return rebuild(root, limit);
     }
+    let used = lines
+        .filter_map(|line| line.split_whitespace().next()?.parse::<i64>().ok())
+        .sum::<i64>();
+    Ok(used.max(0) as u64)
+}
+
+/// Whether a copy of `bytes` fits. Over the limit, a `maildirsize` older than 15
+/// minutes is rebuilt first, as Maildir++ asks: mail deleted by a reader that does
+/// not keep the file (not every IMAP server does) then counts as gone.
+pub fn fits(root: &Path, limit: u64, bytes: u64) -> io::Result<bool> {
+    if used_bytes(root, limit)? + bytes <= limit {
+        return Ok(true);
+    }
+    let stale = fs::metadata(root.join(FILE))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|age| age.as_secs() >= 15 * 60);
+    if stale {
+        return Ok(rebuild(root, limit)? + bytes <= limit);
+    }
+    Ok(false)
 }
 
 /// Records a delivered copy of `bytes`.
 pub fn add(root: &Path, bytes: u64) -> io::Result<()> {
-    let mut file = OpenOptions::new().append(true).open(root.join(FILE))?;
+    // Created if missing: a file without its header line is rebuilt on the next read.
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(root.join(FILE))?;
     // One write of one short line: appends of this size do not interleave.
     file.write_all(format!("{bytes} 1\n").as_bytes())
 }
@@ -75,7 +104,12 @@ fn rebuild(root: &Path, limit: u64) -> io::Result<u64> {
             }
         }
     }
-    let tmp = root.join(format!("{FILE}.tmp"));
+    // A name of its own, so two rebuilds at once never write the same file.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = root.join(format!("{FILE}.{}.{nanos}.tmp", std::process::id()));
     fs::write(&tmp, format!("{limit}S\n{bytes} {count}\n"))?;
     fs::rename(&tmp, root.join(FILE))?;
     Ok(bytes)

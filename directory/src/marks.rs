@@ -52,6 +52,8 @@ pub struct DeliveryMark {
     pub detail: Option<String>,
     /// Unix seconds of the first "later", while deferred.
     pub first_failed_at: Option<i64>,
+    /// Unix seconds of the first "mailbox full": the quota grace period counts from it.
+    pub first_full_at: Option<i64>,
 }
 
 impl Directory {
@@ -61,7 +63,7 @@ impl Directory {
         message_id: &str,
     ) -> Result<Vec<DeliveryMark>, DirectoryError> {
         let rows = sqlx::query(&self.sql(
-            "SELECT recipient, store, state, detail, first_failed_at FROM delivery_marks WHERE message_id = $1",
+            "SELECT recipient, store, state, detail, first_failed_at, first_full_at FROM delivery_marks WHERE message_id = $1",
         ))
         .bind(message_id)
         .fetch_all(&self.pool)
@@ -75,14 +77,16 @@ impl Directory {
                     state: MarkState::parse(&state),
                     detail: row.try_get("detail")?,
                     first_failed_at: row.try_get("first_failed_at")?,
+                    first_full_at: row.try_get("first_full_at")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }
 
-    /// Records a copy's state. A deferral keeps the time of the first one, so the
-    /// grace period counts from it.
+    /// Records a copy's state. A deferral keeps the time of the first one, and a
+    /// "mailbox full" (`full`) the time of the first of those, from which the quota
+    /// grace period counts.
     pub async fn mark_delivery(
         &self,
         message_id: &str,
@@ -90,8 +94,8 @@ impl Directory {
         store: &str,
         state: MarkState,
         detail: Option<&str>,
+        full: bool,
     ) -> Result<(), DirectoryError> {
-        let now = now_unix();
         let detail = detail.map(|d| {
             let mut end = d.len().min(512);
             while !d.is_char_boundary(end) {
@@ -99,45 +103,53 @@ impl Directory {
             }
             d[..end].to_owned()
         });
-        let first_failed = (state == MarkState::Deferred).then_some(now);
-        let updated = sqlx::query(&self.sql(
-            "UPDATE delivery_marks SET state = $1, detail = $2, updated_at = $3, \
-             first_failed_at = CASE WHEN $4 = 1 THEN COALESCE(first_failed_at, $5) ELSE first_failed_at END \
-             WHERE message_id = $6 AND recipient = $7 AND store = $8",
-        ))
-        .bind(state.as_str())
-        .bind(detail.clone())
-        .bind(now)
-        .bind(i64::from(state == MarkState::Deferred))
-        .bind(now)
-        .bind(message_id)
-        .bind(recipient)
-        .bind(store)
-        .execute(&self.pool)
-        .await?;
-        if updated.rows_affected() > 0 {
-            return Ok(());
+        // Two tries: another deliver process may create the row between our UPDATE and
+        // INSERT; then the UPDATE is run again.
+        for _ in 0..2 {
+            let now = now_unix();
+            let deferred = state == MarkState::Deferred;
+            let updated = sqlx::query(&self.sql(
+                "UPDATE delivery_marks SET state = $1, detail = $2, updated_at = $3, \
+                 first_failed_at = CASE WHEN $4 = 1 THEN COALESCE(first_failed_at, $5) ELSE first_failed_at END, \
+                 first_full_at = CASE WHEN $6 = 1 THEN COALESCE(first_full_at, $7) ELSE first_full_at END \
+                 WHERE message_id = $8 AND recipient = $9 AND store = $10",
+            ))
+            .bind(state.as_str())
+            .bind(detail.clone())
+            .bind(now)
+            .bind(i64::from(deferred))
+            .bind(now)
+            .bind(i64::from(deferred && full))
+            .bind(now)
+            .bind(message_id)
+            .bind(recipient)
+            .bind(store)
+            .execute(&self.pool)
+            .await?;
+            if updated.rows_affected() > 0 {
+                return Ok(());
+            }
+            let inserted = sqlx::query(&self.sql(
+                "INSERT INTO delivery_marks (message_id, recipient, store, state, detail, first_failed_at, first_full_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            ))
+            .bind(message_id)
+            .bind(recipient)
+            .bind(store)
+            .bind(state.as_str())
+            .bind(detail.clone())
+            .bind(deferred.then_some(now))
+            .bind((deferred && full).then_some(now))
+            .bind(now)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => return Ok(()),
+                Err(e) if crate::store::is_unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        let inserted = sqlx::query(&self.sql(
-            "INSERT INTO delivery_marks (message_id, recipient, store, state, detail, first_failed_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        ))
-        .bind(message_id)
-        .bind(recipient)
-        .bind(store)
-        .bind(state.as_str())
-        .bind(detail)
-        .bind(first_failed)
-        .bind(now)
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            // Another deliver process wrote it first: its write stands, and the next
-            // try reads it.
-            Err(e) if crate::store::is_unique_violation(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(())
     }
 
     /// Removes marks not touched since `before` (unix seconds): messages the log no

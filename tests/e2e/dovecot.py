@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from conftest import LOCALHOST, free_port, log_tail, wait_for
+from conftest import LOCALHOST, free_port, log_tail, wait_for, port_accepts
 
 DOVECOT_BIN = os.environ.get("PAMPA_DOVECOT", "/usr/sbin/dovecot")
 START_TIMEOUT = 30.0
@@ -276,14 +276,8 @@ class Dovecot:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        wait_for(lambda: not self._port_open(), 10, f"dovecot's port {self.lmtp_port} to be closed")
+        wait_for(lambda: not port_accepts(self.lmtp_port), 10, f"dovecot's port {self.lmtp_port} to be closed")
 
-    def _port_open(self) -> bool:
-        try:
-            with socket.create_connection((LOCALHOST, self.lmtp_port), timeout=1):
-                return True
-        except OSError:
-            return False
 
     def close(self) -> None:
         """stop(), and remove the dir made outside the workdir (as root: the mail store), if any."""

@@ -3,9 +3,8 @@ socket), Spam by plus-addressing, per-recipient replies with one recipient over
 quota, a user moved between stores while mail flows, and fan-out to Maildir plus
 Dovecot with Dovecot stopped and restarted: nothing lost, nothing duplicated.
 
-Dovecot runs as a throwaway process (tests/e2e/dovecot.py). Cyrus is not tested here:
-see the note in ops/README.md ("Mailbox stores") for why; its LMTP replies are the
-same RFC 2033 shape, and lmtp.rs's unit tests drive the client against a scripted
+Dovecot runs as a throwaway process (tests/e2e/dovecot.py); Cyrus is tested the same
+way in test_stores_cyrus.py. lmtp.rs's unit tests drive the client against a scripted
 peer with mixed per-recipient replies.
 """
 
@@ -78,6 +77,18 @@ def test_lmtp_delivers_to_the_inbox_and_spam_by_plus_addressing(harness, tmp_pat
     metrics = p.http_get("/metrics")[1]
     assert 'pampa_deliver_copies_total{store="lmtp",folder="Spam",outcome="delivered"} 1' in metrics, metrics
     assert "pampa_deliver_lmtp_duration_seconds_count" in metrics
+    # A user Dovecot does not know: 550 at RCPT, recorded as failed for good; the
+    # pooled connection is reset, and the next message goes through it as usual.
+    p.cli("user", "add", "zed@example.org", "--password", "secret")
+    p.cli("user", "move", "zed@example.org", "--to", f"lmtp://127.0.0.1:{dc.lmtp_port}")
+    lost, msg = make_message(SENDER, ["zed@example.org"], "unknown there")
+    send_message(p.smtp_port, SENDER, ["zed@example.org"], msg)
+    failed = wait_for(lambda: [d for d in deliveries(p, queue_id(p, lost)) if d["outcome"]["kind"] == "failed"], 30,
+                      "zed's copy failed")
+    assert failed[0]["outcome"]["reason"].startswith("550 5.1.1"), failed
+    after, msg = make_message(SENDER, ["alice@example.org"], "after a refusal")
+    send_message(p.smtp_port, SENDER, ["alice@example.org"], msg)
+    wait_for(lambda: with_marker(dc.messages("alice@example.org"), after), 30, "the next message on the pooled connection")
 
 
 def test_one_recipient_over_quota_waits_while_the_others_are_delivered(harness, tmp_path):
@@ -180,3 +191,32 @@ def test_fan_out_survives_one_store_down_without_loss_or_duplicates(harness, tmp
     assert "deferred" in trace and "lmtp://" in trace and "maildir:" in trace, trace
     audit = json.loads(p.cli("audit", "--json").stdout)
     assert audit["missing"] == 0 and audit["duplicated"] == 0, audit
+
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def test_a_quarantined_copy_recovered_reaches_the_lmtp_inbox(harness, tmp_path):
+    """The copy in Quarantine and its recovery into the inbox are two copies: the
+    recovery is neither taken for "already delivered" nor dropped as a duplicate."""
+    clamd = harness.clamd()
+    dc = start_dovecot(harness, {"gus@example.org": None})
+    p = stores_pampa(harness, tmp_path)
+    p.add_toml(f"""
+        [pipeline]
+        stages = ["antivirus", "score"]
+        [stages.antivirus]
+        clamd = "{clamd.url}"
+    """)
+    p.setup_users("example.org", "gus")
+    p.cli("user", "move", "gus@example.org", "--to", f"lmtp://127.0.0.1:{dc.lmtp_port}")
+    p.start()
+    marker, msg = make_message(SENDER, ["gus@example.org"], "infected")
+    send_message(p.smtp_port, SENDER, ["gus@example.org"], msg.replace(b"the end", EICAR))
+    quarantined = wait_for(lambda: with_marker(dc.messages("gus@example.org", "Quarantine"), marker), 30,
+                           "the copy in Dovecot's Quarantine")
+    assert not with_marker(dc.messages("gus@example.org"), marker)
+    p.cli("recover", queue_id(p, marker), "--to", "gus@example.org")
+    inbox = wait_for(lambda: with_marker(dc.messages("gus@example.org"), marker), 30, "the recovered copy in the INBOX")
+    ids = [next(line for line in m.split(b"\n") if line.startswith(b"X-Pampa-Delivery-Id:")) for m in (quarantined[0], inbox[0])]
+    assert ids[0] != ids[1], "the recovered copy has the quarantined copy's delivery id"

@@ -12,8 +12,11 @@ ALTER TABLE users ADD COLUMN quota_bytes BIGINT NULL;
 --              X-Pampa-Delivery-Id header, which the server's Sieve can drop;
 --   delivered: the store has it;
 --   deferred:  the store said "later" (4xx, over quota, unreachable), since
---              first_failed_at;
+--              first_failed_at; first_full_at is the first "mailbox full", from which
+--              the quota grace period counts;
 --   failed:    the store refused it for good (5xx), or the grace period ran out.
+-- `store` is the store's spelling and the copy's folder (`lmtp://10.0.0.5:24 INBOX`):
+-- a recovered copy (Quarantine, then INBOX) is a copy of its own.
 CREATE TABLE delivery_marks (
     message_id      VARCHAR(64)  NOT NULL,
     recipient       VARCHAR(320) NOT NULL,
@@ -21,6 +24,7 @@ CREATE TABLE delivery_marks (
     state           VARCHAR(16)  NOT NULL,
     detail          VARCHAR(512) NULL,
     first_failed_at BIGINT       NULL,
+    first_full_at   BIGINT       NULL,
     updated_at      BIGINT       NOT NULL,
     PRIMARY KEY (message_id, recipient, store)
 );
