@@ -220,3 +220,21 @@ def test_a_quarantined_copy_recovered_reaches_the_lmtp_inbox(harness, tmp_path):
     inbox = wait_for(lambda: with_marker(dc.messages("gus@example.org"), marker), 30, "the recovered copy in the INBOX")
     ids = [next(line for line in m.split(b"\n") if line.startswith(b"X-Pampa-Delivery-Id:")) for m in (quarantined[0], inbox[0])]
     assert ids[0] != ids[1], "the recovered copy has the quarantined copy's delivery id"
+
+
+def test_header_mode_marks_the_folder_for_sieve(harness, tmp_path):
+    """folder_delivery = "header": the Spam copy goes to the plain address with
+    X-Pampa-Folder for the server's Sieve; a forged X-Pampa-Folder from the sender is
+    removed, so a spammer cannot file mail anywhere."""
+    dc = start_dovecot(harness, {"hal@example.org": None})
+    p = stores_pampa(harness, tmp_path, folder_delivery="header")
+    p.setup_users("example.org", "hal")
+    p.cli("user", "move", "hal@example.org", "--to", f"lmtp://127.0.0.1:{dc.lmtp_port}")
+    p.start()
+    spam, msg = make_message(SENDER, ["hal@example.org"], "spam in header mode")
+    msg = b"X-Pampa-Folder: INBOX\r\n" + msg.replace(b"the end", SPAM_PHRASE.encode())
+    send_message(p.smtp_port, SENDER, ["hal@example.org"], msg)
+    # No Sieve in this Dovecot: the copy stays in the INBOX, marked for it.
+    copy = wait_for(lambda: with_marker(dc.messages("hal@example.org"), spam), 30, "the spam copy")[0]
+    assert copy.count(b"X-Pampa-Folder:") == 1 and b"X-Pampa-Folder: Spam" in copy, copy[:600]
+    assert not dc.messages("hal@example.org", "Spam")
