@@ -526,3 +526,47 @@ def test_a_virus_is_held_on_nats_and_postgres_with_clamd(harness):
     clean, _ = submit(out, "hank@example.org", ["bob@remote.test"], "clean")
     remote.wait_delivered("bob@remote.test", clean)
     assert not remote.copies("bob@remote.test", marker)
+
+
+def test_split_roles_on_nats_and_mariadb_send_each_message_once(harness):
+    """The outbound roles as separate processes, as production runs them: submission,
+    the outbound score check and two relays sharing one queue in MariaDB. Every
+    message reaches the remote exactly once."""
+    nats = harness.nats()
+    db = harness.mysql_url()
+    scripted = ScriptedMx({})
+    try:
+        submission = harness.pampa(bus_url=nats.url, db_url=db)
+        cert, key = make_cert(submission.dir, "submit.example.org")
+        submission.submission_port = free_port()
+        submission.submissions_port = free_port()
+        submission.add_toml(f"""
+            [submission]
+            listen = "{LOCALHOST}:{submission.submission_port}"
+            tls_listen = "{LOCALHOST}:{submission.submissions_port}"
+            tls_cert = "{cert}"
+            tls_key = "{key}"
+        """)
+        submission.setup_users("example.org", "ivy")
+        checker = harness.pampa(bus_url=nats.url, db_url=db)
+        relays = [harness.pampa(bus_url=nats.url, db_url=db) for _ in range(2)]
+        for relay in relays:
+            relay.add_toml(f"""
+                [relay]
+                poll_interval = "100ms"
+                [relay.routes]
+                "scripted.test" = "{LOCALHOST}:{scripted.port}"
+            """)
+        submission.start("run", "submission")
+        checker.start("run", "outbound-score")
+        for relay in relays:
+            relay.start("run", "relay")
+        markers = [submit(submission, "ivy@example.org", [f"r{i}@scripted.test"], f"split {i}")[0] for i in range(10)]
+        wait_for(lambda: all(any(m.encode() in data for _, _, data in scripted.accepted) for m in markers), 60,
+                 "the ten messages at the remote")
+        for marker in markers:
+            copies = [1 for _, _, data in scripted.accepted if marker.encode() in data]
+            assert len(copies) == 1, f"{marker}: {len(copies)} copies at the remote"
+        assert json.loads(relays[0].cli("queue", "list", "--json").stdout) == []
+    finally:
+        scripted.stop()
