@@ -171,7 +171,10 @@ pub async fn unflag(config: &Config, address: &str) -> Result<()> {
 #[derive(Subcommand)]
 pub enum DkimAction {
     /// Make a new signing key for a domain, store it, and print the DNS TXT record to
-    /// publish. The relay signs with it from the next message on.
+    /// publish. A domain's first key is used at once. A domain that has a key gets this
+    /// one as its next key: publish the record, wait for its TTL, then `pampa dkim
+    /// activate`; until then the relay signs with the current key, so no mail goes out
+    /// with a signature receivers cannot check.
     Generate {
         /// The domain (the From: domain of the mail to sign).
         domain: String,
@@ -186,6 +189,15 @@ pub enum DkimAction {
         /// name; its file gets the record, then `pampa dns reload`).
         #[arg(long, value_name = "ZONE")]
         zone: Option<String>,
+        /// Replace the current key at once instead of making a next one (mail signed
+        /// before the record is visible fails DKIM).
+        #[arg(long)]
+        now: bool,
+    },
+    /// Make a domain's next key (from `generate`) the one the relay signs with.
+    Activate {
+        /// The domain.
+        domain: String,
     },
     /// Print a domain's selector and TXT record again.
     Show {
@@ -203,6 +215,7 @@ pub async fn dkim(config: &Config, action: DkimAction) -> Result<()> {
             selector,
             algorithm,
             zone,
+            now,
         } => {
             let algorithm: DkimAlgorithm = algorithm.parse()?;
             let domain = domain.trim_end_matches('.').to_ascii_lowercase();
@@ -215,20 +228,36 @@ pub async fn dkim(config: &Config, action: DkimAction) -> Result<()> {
             let key = dkim::generate(algorithm)?;
             // Signing with it once proves the key and the names before anything is stored.
             dkim::Signer::new(&domain, &selector, algorithm.as_str(), &key.private_key_pem)?;
-            dir.put_dkim_key(&DkimKey {
+            let stored = DkimKey {
                 domain: domain.clone(),
                 selector: selector.clone(),
                 algorithm: algorithm.as_str().to_owned(),
                 private_key_pem: key.private_key_pem.clone(),
                 created_at: Utc::now().timestamp(),
-            })
-            .await?;
+            };
+            let current = dir.dkim_key(&domain).await?;
+            if current.as_ref().is_some_and(|c| c.selector == selector) {
+                bail!("{domain} signs with selector {selector} now; a new key needs a new selector");
+            }
+            let next = current.is_some() && !now;
+            if next {
+                dir.put_next_dkim_key(&stored).await?;
+            } else {
+                dir.put_dkim_key(&stored).await?;
+            }
             let record = dkim::txt_record(algorithm.as_str(), &key.public_key_b64);
             let owner = format!("{selector}._domainkey.{domain}");
-            println!(
-                "Stored a new {} key for {domain}, selector {selector}.",
-                algorithm.as_str()
-            );
+            if next {
+                println!(
+                    "Stored {domain}'s next {} key, selector {selector}; the relay still signs with the current one.",
+                    algorithm.as_str()
+                );
+            } else {
+                println!(
+                    "Stored a new {} key for {domain}, selector {selector}; the relay signs with it now.",
+                    algorithm.as_str()
+                );
+            }
             println!("Publish this TXT record:");
             println!("{owner}. IN TXT {}", quoted_strings(&record));
             if let Some(zone) = zone {
@@ -238,19 +267,34 @@ pub async fn dkim(config: &Config, action: DkimAction) -> Result<()> {
                     file.display()
                 );
             }
+            if next {
+                println!("Once the record is visible (after its TTL): pampa dkim activate {domain}");
+            }
         }
+        DkimAction::Activate { domain } => match dir.activate_dkim_key(&domain).await? {
+            Some(key) => println!(
+                "{} now signs with selector {}. Keep the old selector's TXT record for a few days: mail in flight still carries it.",
+                key.domain, key.selector
+            ),
+            None => bail!("{domain} has no next key; make one with `pampa dkim generate {domain}`"),
+        },
         DkimAction::Show { domain } => {
-            let Some(key) = dir.dkim_key(&domain).await? else {
+            let current = dir.dkim_key(&domain).await?;
+            let next = dir.next_dkim_key(&domain).await?;
+            if current.is_none() && next.is_none() {
                 bail!("{domain} has no DKIM key; make one with `pampa dkim generate {domain}`");
-            };
-            let public = dkim::public_key_b64(&key.algorithm, &key.private_key_pem)?;
-            let record = dkim::txt_record(&key.algorithm, &public);
-            println!(
-                "{}._domainkey.{}. IN TXT {}",
-                key.selector,
-                key.domain,
-                quoted_strings(&record)
-            );
+            }
+            for (what, key) in [("current", current), ("next", next)] {
+                let Some(key) = key else { continue };
+                let public = dkim::public_key_b64(&key.algorithm, &key.private_key_pem)?;
+                let record = dkim::txt_record(&key.algorithm, &public);
+                println!(
+                    "{}._domainkey.{}. IN TXT {}   ; {what}",
+                    key.selector,
+                    key.domain,
+                    quoted_strings(&record)
+                );
+            }
         }
     }
     Ok(())

@@ -421,17 +421,28 @@ impl Directory {
         }
     }
 
-    /// Stores a domain's DKIM key, replacing the one it had.
+    /// Stores a domain's DKIM key as the current one (the relay signs with it from the
+    /// next message on), replacing the one it had.
     pub async fn put_dkim_key(&self, key: &DkimKey) -> Result<(), DirectoryError> {
+        self.put_key_into("dkim_keys", key).await
+    }
+
+    /// Stores a domain's next DKIM key, to become current with
+    /// [`Directory::activate_dkim_key`] once its TXT record is published.
+    pub async fn put_next_dkim_key(&self, key: &DkimKey) -> Result<(), DirectoryError> {
+        self.put_key_into("dkim_next_keys", key).await
+    }
+
+    async fn put_key_into(&self, table: &str, key: &DkimKey) -> Result<(), DirectoryError> {
         let domain = crate::address::normalize_domain(&key.domain)?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&self.sql("DELETE FROM dkim_keys WHERE domain = $1"))
+        sqlx::query(&self.sql(&format!("DELETE FROM {table} WHERE domain = $1")))
             .bind(&domain)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&self.sql(
-            "INSERT INTO dkim_keys (domain, selector, algorithm, private_key, created_at) VALUES ($1, $2, $3, $4, $5)",
-        ))
+        sqlx::query(&self.sql(&format!(
+            "INSERT INTO {table} (domain, selector, algorithm, private_key, created_at) VALUES ($1, $2, $3, $4, $5)"
+        )))
         .bind(&domain)
         .bind(&key.selector)
         .bind(&key.algorithm)
@@ -443,12 +454,21 @@ impl Directory {
         Ok(())
     }
 
-    /// The DKIM key of a domain, if it has one.
+    /// The current DKIM key of a domain, if it has one.
     pub async fn dkim_key(&self, domain: &str) -> Result<Option<DkimKey>, DirectoryError> {
+        self.key_from("dkim_keys", domain).await
+    }
+
+    /// The next DKIM key of a domain, if one waits for its TXT record.
+    pub async fn next_dkim_key(&self, domain: &str) -> Result<Option<DkimKey>, DirectoryError> {
+        self.key_from("dkim_next_keys", domain).await
+    }
+
+    async fn key_from(&self, table: &str, domain: &str) -> Result<Option<DkimKey>, DirectoryError> {
         let domain = crate::address::normalize_domain(domain)?;
-        let row = sqlx::query(&self.sql(
-            "SELECT domain, selector, algorithm, private_key, created_at FROM dkim_keys WHERE domain = $1",
-        ))
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT domain, selector, algorithm, private_key, created_at FROM {table} WHERE domain = $1"
+        )))
         .bind(domain)
         .fetch_optional(&self.pool)
         .await?;
@@ -463,6 +483,34 @@ impl Directory {
         })
         .transpose()
         .map_err(|e: sqlx::Error| e.into())
+    }
+
+    /// Makes a domain's next key the current one; `None` if there was no next key.
+    pub async fn activate_dkim_key(&self, domain: &str) -> Result<Option<DkimKey>, DirectoryError> {
+        let Some(next) = self.next_dkim_key(domain).await? else {
+            return Ok(None);
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&self.sql("DELETE FROM dkim_keys WHERE domain = $1"))
+            .bind(&next.domain)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&self.sql(
+            "INSERT INTO dkim_keys (domain, selector, algorithm, private_key, created_at) VALUES ($1, $2, $3, $4, $5)",
+        ))
+        .bind(&next.domain)
+        .bind(&next.selector)
+        .bind(&next.algorithm)
+        .bind(&next.private_key_pem)
+        .bind(next.created_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&self.sql("DELETE FROM dkim_next_keys WHERE domain = $1"))
+            .bind(&next.domain)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(next))
     }
 
     /// Adds recipients to the relay's queue. Rows already there (a redelivered

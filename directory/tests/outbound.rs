@@ -131,6 +131,38 @@ async fn scenario(url: &str) {
         dir.dkim_key("Example.ORG").await.unwrap().unwrap().selector,
         "b"
     );
+    // Rotation: the next key waits beside the current one until activated.
+    assert!(dir
+        .activate_dkim_key("example.org")
+        .await
+        .unwrap()
+        .is_none());
+    dir.put_next_dkim_key(&key("c")).await.unwrap();
+    assert_eq!(
+        dir.dkim_key("example.org").await.unwrap().unwrap().selector,
+        "b"
+    );
+    assert_eq!(
+        dir.next_dkim_key("example.org")
+            .await
+            .unwrap()
+            .unwrap()
+            .selector,
+        "c"
+    );
+    assert_eq!(
+        dir.activate_dkim_key("example.org")
+            .await
+            .unwrap()
+            .unwrap()
+            .selector,
+        "c"
+    );
+    assert_eq!(
+        dir.dkim_key("example.org").await.unwrap().unwrap().selector,
+        "c"
+    );
+    assert!(dir.next_dkim_key("example.org").await.unwrap().is_none());
 
     // The queue: idempotent enqueue, leases, defer, finish, retry.
     // Real time: `retry_relay` makes rows due as of the clock.

@@ -373,6 +373,22 @@ def test_mail_goes_out_over_tls_dkim_signed_and_verifies_remotely(world):
     assert attempts and attempts[0]["payload"]["tls"] is True, attempts
     assert attempts[0]["payload"]["mx"] == "mx.remote.test"
 
+    # Rotation: a second key waits as the next one; mail stays signed with the
+    # current key until it is activated, then with the new one, which verifies too.
+    rotated = out.cli("dkim", "generate", "example.org", "--selector", "e2e2", "--zone", "example.org").stdout
+    assert "next" in rotated and "pampa dkim activate example.org" in rotated, rotated
+    out.cli("dns", "reload")
+    before, _ = submit(out, "alice@example.org", ["bob@remote.test"], "before activation")
+    assert b"s=e2e;" in remote.wait_delivered("bob@remote.test", before).read_bytes()
+    shown = out.cli("dkim", "show", "example.org").stdout
+    assert "; current" in shown and "; next" in shown, shown
+    out.cli("dkim", "activate", "example.org")
+    after, _ = submit(out, "alice@example.org", ["bob@remote.test"], "after activation")
+    rotated_copy = remote.wait_delivered("bob@remote.test", after).read_bytes()
+    assert b"s=e2e2;" in rotated_copy, rotated_copy[:800]
+    rotated_id = re.search(rb"with ESMTPS id ([\w-]+)", rotated_copy).group(1).decode()
+    assert "DKIM_VALID" in remote.cli("trace", rotated_id).stdout
+
 
 def test_a_4xx_is_retried_and_then_delivered(world):
     out, _, scripted = world
