@@ -76,6 +76,9 @@ pub struct Runner<H> {
 /// The longest a failing input waits between tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// The longest one input is worked on before it is given back as a transient failure.
+const MAX_WORK: Duration = Duration::from_secs(1800);
+
 impl<H: Handler> Runner<H> {
     /// A runner reading `filter` through a durable consumer named after the handler.
     pub fn new(log: EventLog, handler: H, filter: &str, config: &crate::BusConfig) -> Self {
@@ -200,11 +203,21 @@ impl<H: Handler> Runner<H> {
             // so the ack deadline moves and the input is not handed to another worker
             // meanwhile (DESIGN.md §3a).
             let mut still_working =
-                tokio::time::interval((self.spec.ack_wait / 2).max(Duration::from_millis(100)));
+                tokio::time::interval((self.spec.ack_wait / 3).max(Duration::from_millis(10)));
+            still_working.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             still_working.tick().await;
+            // Not forever: a handler stuck on a hung mount or a query without a timeout
+            // gives its input back (as a transient failure) after MAX_WORK.
+            let deadline = tokio::time::sleep(MAX_WORK);
+            tokio::pin!(deadline);
             loop {
                 tokio::select! {
                     result = &mut work => break result,
+                    _ = &mut deadline => {
+                        break Ok(Err(HandlerError::Transient(
+                            format!("the work took longer than {}s", MAX_WORK.as_secs()).into(),
+                        )));
+                    }
                     _ = still_working.tick() => {
                         if let Err(error) = delivery.in_progress().await {
                             tracing::debug!(%error, "Cannot extend the ack deadline.");

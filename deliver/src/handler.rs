@@ -19,7 +19,7 @@ use pampa_schemas::{
 
 use crate::{
     config::{DeliverConfig, FolderDelivery},
-    headers::{spam_headers, strip_forged_headers},
+    headers::{spam_headers, strip_forged_headers, strip_pampa_headers},
     lmtp::{to_crlf, LmtpClient, RcptReply},
     location::{parse_location, LmtpAddress, Store},
     maildir::{to_lf, Maildir, Written},
@@ -233,8 +233,12 @@ impl Deliver {
         }
         let mut results = Vec::new();
         for (body, recipients) in batches {
+            // Nothing is sent without its `sending` marks: a batch whose marks cannot
+            // be written waits for the next try, and the batches done stay done.
+            let mut marked = Ok(());
             for (recipient, _, folder) in &recipients {
-                self.directory
+                if let Err(error) = self
+                    .directory
                     .mark_delivery(
                         message_id,
                         recipient,
@@ -244,7 +248,16 @@ impl Deliver {
                         false,
                     )
                     .await
-                    .map_err(directory_error)?;
+                {
+                    marked = Err(format!("cannot record the copy before sending it: {error}"));
+                    break;
+                }
+            }
+            if let Err(why) = marked {
+                for (recipient, _, _) in recipients {
+                    results.push((recipient, Err(why.clone())));
+                }
+                continue;
             }
             let rcpts: Vec<String> = recipients.iter().map(|(_, r, _)| r.clone()).collect();
             match self.lmtp.deliver(server, sender, &rcpts, &body).await {
@@ -309,7 +322,7 @@ impl Handler for Deliver {
             let body = if scored {
                 strip_forged_headers(&to_lf(&body), &self.authserv_id)
             } else {
-                to_lf(&body)
+                strip_pampa_headers(&to_lf(&body))
             };
             // On a first try nothing can exist yet; on any later try (or a dead-letter
             // retry) an earlier try may have written some copies before it failed. A
@@ -436,9 +449,19 @@ impl Handler for Deliver {
                             derive_id(&message_id, &copy.recipient).replace('-', ""),
                             self.hostname
                         );
-                        let (location, mut outcome) = self
+                        // A Maildir that cannot be written (a full disk, a permission)
+                        // defers this copy only: the other stores go on.
+                        let (location, mut outcome) = match self
                             .write_maildir(copy, path.clone(), &name, check_first)
-                            .await?;
+                            .await
+                        {
+                            Ok(written) => written,
+                            Err(error) => (
+                                String::new(),
+                                self.settle_deferral(&message_id, copy, &store_name, mark, now, error.to_string(), false)
+                                    .await?,
+                            ),
+                        };
                         if let DeliveryOutcome::Deferred { reason } = &outcome {
                             let reason = reason.clone();
                             outcome = self

@@ -10,6 +10,27 @@ use pampa_schemas::{Decision, Disposition, MailAnalysis, RecipientAnalysis};
 /// RFC 8601 §5 asks: a sender must not be able to forge this host's verdicts. Results
 /// of other hosts stay.
 pub fn strip_forged_headers(message: &[u8], authserv_id: &str) -> Vec<u8> {
+    strip_headers(message, |line| {
+        starts_with_nocase(line, b"x-spam-")
+            || starts_with_nocase(line, b"x-pampa-")
+            || claims_authserv_id(line, authserv_id)
+    })
+}
+
+/// Removes every `X-Pampa-*` header: on mail no stage scored, the verdict headers of
+/// others stay (nobody vouches for them either way), but a sender must never choose a
+/// copy's folder or delivery id.
+pub fn strip_pampa_headers(message: &[u8]) -> Vec<u8> {
+    strip_headers(message, |line| starts_with_nocase(line, b"x-pampa-"))
+}
+
+fn starts_with_nocase(line: &[u8], prefix: &[u8]) -> bool {
+    line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// The message without the header fields (with their continuation lines) whose first
+/// line `drop` says to drop; the body goes through untouched.
+fn strip_headers(message: &[u8], drop: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len());
     let mut rest = message;
     let mut dropping = false;
@@ -27,9 +48,7 @@ pub fn strip_forged_headers(message: &[u8], authserv_id: &str) -> Vec<u8> {
         }
         let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
         if !continuation {
-            dropping = line.len() >= 7 && line[..7].eq_ignore_ascii_case(b"x-spam-")
-                || line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"x-pampa-")
-                || claims_authserv_id(line, authserv_id);
+            dropping = drop(line);
         }
         if !dropping {
             out.extend_from_slice(line);

@@ -69,6 +69,8 @@ struct Conn {
     stream: Box<dyn Io>,
     input: Vec<u8>,
     pipelining: bool,
+    /// Set when the session lost its footing (a reply missing): never pooled again.
+    broken: bool,
 }
 
 /// The connections of one server, at most `cap` at once.
@@ -157,10 +159,14 @@ impl LmtpClient {
         ::metrics::histogram!(metrics::LMTP_SECONDS).record(started.elapsed().as_secs_f64());
         match result {
             Ok((conn, replies)) => {
-                pool.idle
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(conn);
+                // Only a connection with nothing left unread goes back: a stale reply
+                // would be taken for the next transaction's.
+                if !conn.broken && conn.input.is_empty() {
+                    pool.idle
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(conn);
+                }
                 Ok(replies)
             }
             Err(why) => Err(unavailable(why)),
@@ -201,6 +207,7 @@ impl LmtpClient {
             stream,
             input: Vec::new(),
             pipelining: false,
+            broken: false,
         };
         let greeting = self.read_reply(&mut conn).await?;
         if greeting.code != 220 {
@@ -280,6 +287,11 @@ impl LmtpClient {
         let accepted: Vec<usize> = (0..rcpts.len())
             .filter(|&i| rcpts[i].is_success())
             .collect();
+        if data.code == 354 && accepted.is_empty() {
+            // RFC 2033 §4.2 wants 503 here; a server that takes DATA anyway would leave
+            // a reply to the body that nobody reads.
+            return Err("the server took DATA with no recipient accepted".to_owned());
+        }
         if data.code != 354 {
             if accepted.is_empty() {
                 return Ok(rcpts);
@@ -293,8 +305,23 @@ impl LmtpClient {
         self.send(conn, &pampa_ingest::conn::dot_stuffed(body))
             .await?;
         let mut replies = rcpts;
-        for i in accepted {
-            replies[i] = self.read_reply(conn).await?;
+        for (n, &i) in accepted.iter().enumerate() {
+            match self.read_reply(conn).await {
+                Ok(reply) => replies[i] = reply,
+                Err(why) => {
+                    // The copies answered so far are the server's; the rest are tried
+                    // again (a copy the server kept without saying so carries the
+                    // delivery id, for Sieve's duplicate test).
+                    conn.broken = true;
+                    for &rest in &accepted[n..] {
+                        replies[rest] = RcptReply {
+                            code: 451,
+                            text: format!("451 4.4.2 no reply after the data: {why}"),
+                        };
+                    }
+                    break;
+                }
+            }
         }
         Ok(replies)
     }
@@ -439,6 +466,26 @@ mod tests {
         assert!(replies[0].is_success());
         assert!(replies[1].is_permanent() && !replies[1].is_over_quota());
         assert!(replies[2].is_over_quota() && !replies[2].is_permanent());
+    }
+
+    #[tokio::test]
+    async fn a_reply_missing_after_the_data_defers_only_the_unanswered() {
+        let server = scripted(
+            vec!["250 2.1.5 ok", "250 2.1.5 ok"],
+            vec!["250 2.0.0 <a> saved"],
+        )
+        .await;
+        let client = LmtpClient::new("test", 2, Duration::from_secs(1));
+        let recipients = vec!["a@x".to_owned(), "b@x".to_owned()];
+        let replies = client
+            .deliver(&server, "s@x", &recipients, b"Subject: x\r\n\r\nbody\r\n")
+            .await
+            .unwrap();
+        assert!(replies[0].is_success(), "the answered copy is the server's");
+        assert_eq!(replies[1].code, 451, "{:?}", replies[1]);
+        // The connection that lost its footing was not pooled.
+        let pools = client.pools.lock().unwrap();
+        assert!(pools.values().all(|p| p.idle.lock().unwrap().is_empty()));
     }
 
     #[tokio::test]

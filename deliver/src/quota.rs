@@ -105,11 +105,9 @@ fn rebuild(root: &Path, limit: u64) -> io::Result<u64> {
         }
     }
     // A name of its own, so two rebuilds at once never write the same file.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = root.join(format!("{FILE}.{}.{nanos}.tmp", std::process::id()));
+    static REBUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = REBUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = root.join(format!("{FILE}.{}.{n}.tmp", std::process::id()));
     fs::write(&tmp, format!("{limit}S\n{bytes} {count}\n"))?;
     fs::rename(&tmp, root.join(FILE))?;
     Ok(bytes)
