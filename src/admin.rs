@@ -429,6 +429,9 @@ pub async fn user(config: &Config, action: UserAction) -> Result<()> {
         }
         UserAction::Quota { address, size } => {
             let bytes = parse_size(&size)?;
+            if bytes == Some(0) {
+                bail!("a quota of 0 would refuse every message; give a size, or none for no quota");
+            }
             dir.set_quota(&address, bytes).await?;
             match bytes {
                 Some(bytes) => println!("{address} may keep {bytes} bytes of mail."),

@@ -141,6 +141,7 @@ impl Config {
         let config: Config = toml::from_str(text)?;
         config.pipeline.validate().map_err(anyhow::Error::msg)?;
         config.outbound.validate().map_err(anyhow::Error::msg)?;
+        config.relay.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 

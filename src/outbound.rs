@@ -43,10 +43,11 @@ pub enum AliasAction {
 pub struct LimitsArgs {
     /// The user.
     address: String,
-    /// Most messages an hour.
+    /// Most messages an hour (0: no limit; to stop a user sending, see `pampa user
+    /// flagged` and the relay's hold).
     #[arg(long, value_name = "N")]
     messages_per_hour: Option<u32>,
-    /// Most recipients an hour.
+    /// Most recipients an hour (0: no limit).
     #[arg(long, value_name = "N")]
     recipients_per_hour: Option<u32>,
     /// Back to the defaults of [submission].
@@ -235,6 +236,11 @@ pub async fn dkim(config: &Config, action: DkimAction) -> Result<()> {
                 private_key_pem: key.private_key_pem.clone(),
                 created_at: Utc::now().timestamp(),
             };
+            let owner = format!("{selector}._domainkey.{domain}");
+            // A zone that cannot take the record is refused before any key is stored.
+            if let Some(zone) = &zone {
+                zone_file(config, zone, &owner)?;
+            }
             let current = dir.dkim_key(&domain).await?;
             if current.as_ref().is_some_and(|c| c.selector == selector) {
                 bail!("{domain} signs with selector {selector} now; a new key needs a new selector");
@@ -246,7 +252,6 @@ pub async fn dkim(config: &Config, action: DkimAction) -> Result<()> {
                 dir.put_dkim_key(&stored).await?;
             }
             let record = dkim::txt_record(algorithm.as_str(), &key.public_key_b64);
-            let owner = format!("{selector}._domainkey.{domain}");
             if next {
                 println!(
                     "Stored {domain}'s next {} key, selector {selector}; the relay still signs with the current one.",
@@ -311,8 +316,8 @@ fn quoted_strings(value: &str) -> String {
         .join(" ")
 }
 
-/// Puts the record into a configured zone's file, replacing one at the same name.
-fn write_zone_record(config: &Config, zone: &str, owner: &str, record: &str) -> Result<PathBuf> {
+/// The file of a configured zone that `owner` lies in.
+fn zone_file<'c>(config: &'c Config, zone: &str, owner: &str) -> Result<&'c Path> {
     let zone = zone.trim_end_matches('.').to_ascii_lowercase();
     let Some(found) = config
         .dns
@@ -325,7 +330,12 @@ fn write_zone_record(config: &Config, zone: &str, owner: &str, record: &str) -> 
     if !(owner == zone || owner.ends_with(&format!(".{zone}"))) {
         bail!("{owner} does not lie in zone {zone}");
     }
-    let path: &Path = &found.file;
+    Ok(&found.file)
+}
+
+/// Puts the record into a configured zone's file, replacing one at the same name.
+fn write_zone_record(config: &Config, zone: &str, owner: &str, record: &str) -> Result<PathBuf> {
+    let path = zone_file(config, zone, owner)?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the zone file {}", path.display()))?;
     let fqdn = format!("{owner}.");
@@ -471,6 +481,9 @@ pub async fn queue(config: &Config, action: QueueAction) -> Result<()> {
                 made_due += dir.retry_relay(id).await?;
             }
             if made_due == 0 {
+                if ids.is_empty() {
+                    bail!("the relay queue has nothing waiting");
+                }
                 bail!("nothing is waiting for {}", ids.join(", "));
             }
             println!("{made_due} recipient(s) will be attempted now.");

@@ -485,6 +485,23 @@ fn start_relay(config: &Config, backends: &Backends, tasks: &mut Tasks) -> Resul
         tasks,
     );
     tasks.set.spawn(relay.run_queue(tasks.shutdown.clone()));
+    // Finished queue rows outlive their messages only by the log's retention.
+    let directory = backends.directory.clone();
+    let retention = config.bus.max_age;
+    let mut shutdown = tasks.shutdown.clone();
+    tasks.set.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let before = chrono::Utc::now().timestamp() - retention.as_secs() as i64;
+            if let Err(error) = directory.purge_relay_queue(before).await {
+                tracing::warn!(%error, "Cannot purge the relay queue's finished rows.");
+            }
+        }
+    });
     Ok(())
 }
 
@@ -668,10 +685,14 @@ pub async fn up(config: Config) -> Result<()> {
     if outbound {
         let outbound_stages: Vec<&str> =
             config.outbound.stages.iter().map(|s| s.as_str()).collect();
+        let implicit = if config.submission.tls_listen.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} (TLS)", config.submission.tls_listen)
+        };
         println!(
-            "  submission listening on {} (STARTTLS) and {} (TLS); checks {} -> relay",
+            "  submission listening on {} (STARTTLS){implicit}; checks {} -> relay (lab use: MX and relay share this process)",
             config.submission.listen,
-            config.submission.tls_listen,
             outbound_stages.join(" -> ")
         );
     } else {

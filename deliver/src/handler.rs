@@ -500,10 +500,11 @@ impl Handler for Deliver {
                                 .await;
                             DeliveryOutcome::Delivered
                         }
-                        Ok(reply) if reply.is_permanent() => {
-                            if reply.is_over_quota() {
-                                ::metrics::counter!(metrics::OVER_QUOTA_TOTAL, "store" => "lmtp", "result" => "failed").increment(1);
-                            }
+                        // A full mailbox is temporary for the grace period, whatever
+                        // class the server gives it (Dovecot answers 552 5.2.2 unless
+                        // quota_full_tempfail is set): issue 12's rule, not the
+                        // server's default.
+                        Ok(reply) if reply.is_permanent() && !reply.is_over_quota() => {
                             self.mark(&message_id, copy, &store_name, MarkState::Failed, &reply.text, false)
                                 .await;
                             DeliveryOutcome::Failed { reason: reply.text }

@@ -34,6 +34,12 @@ impl Store {
     /// Reads one store's spelling.
     pub fn parse(text: &str) -> Result<Store, String> {
         let text = text.trim();
+        // The directory keeps a user's stores comma-separated.
+        if text.contains(',') {
+            return Err(format!(
+                "{text:?}: a store's path or address cannot hold a comma"
+            ));
+        }
         if let Some(path) = text.strip_prefix("maildir:") {
             if path.is_empty() {
                 return Ok(Store::Maildir(None));

@@ -1,6 +1,7 @@
 //! Metric names of deliver (DESIGN.md §6).
 
-/// Counter: recipient copies by `store` (`maildir`, `lmtp`), `folder` and `outcome`
+/// Counter: recipient copies by `store` (`maildir`, `lmtp`; `none` for a recipient
+/// whose user or location is gone), `folder` and `outcome`
 /// (`delivered`, `already_delivered`, `discarded`, `failed`, `deferred`); `folder` is
 /// `none` for a discard.
 pub const COPIES_TOTAL: &str = "pampa_deliver_copies_total";

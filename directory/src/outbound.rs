@@ -717,6 +717,18 @@ impl Directory {
         Ok(rows.iter().map(entry_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// Removes recipients that left the queue before `before` (unix seconds): the log
+    /// keeps their history until its own retention.
+    pub async fn purge_relay_queue(&self, before: i64) -> Result<u64, DirectoryError> {
+        let done = sqlx::query(
+            &self.sql("DELETE FROM relay_queue WHERE status <> 'queued' AND finished_at < $1"),
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Makes a message's queued recipients due now; returns how many.
     pub async fn retry_relay(&self, message_id: &str) -> Result<u64, DirectoryError> {
         let done = sqlx::query(&self.sql(

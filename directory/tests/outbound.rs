@@ -259,6 +259,18 @@ async fn scenario(url: &str) {
         .await
         .unwrap());
     assert_eq!(dir.relay_message("m2").await.unwrap()[0].attempts, 0);
+    // Finished rows go after the retention; queued ones never.
+    assert_eq!(dir.purge_relay_queue(0).await.unwrap(), 0);
+    assert_eq!(
+        dir.purge_relay_queue(i64::MAX).await.unwrap(),
+        2,
+        "y (delivered) and z (dropped)"
+    );
+    assert_eq!(
+        dir.relay_message("m1").await.unwrap().len(),
+        1,
+        "x is still queued"
+    );
 
     // Removing a user takes their aliases and profile along.
     dir.remove_user("alice@example.org").await.unwrap();

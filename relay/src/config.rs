@@ -76,9 +76,32 @@ impl Default for RelayConfig {
 }
 
 impl RelayConfig {
+    /// Checks what the types cannot: every route names a host and, if any, a port.
+    pub fn validate(&self) -> Result<(), String> {
+        for (domain, hop) in &self.routes {
+            let bad = |why: &str| Err(format!("relay.routes.{domain:?} = {hop:?}: {why}"));
+            if hop.trim().is_empty() || hop.contains(char::is_whitespace) {
+                return bad("name a host, as host or host:port");
+            }
+            if let Some((host, port)) = hop.rsplit_once(':') {
+                // [v6]:port or host:port; a bare v6 address has more colons.
+                let v6_bare = host.contains(':') && !host.starts_with('[');
+                if !v6_bare && port.parse::<u16>().map_or(true, |p| p == 0) {
+                    return bad("the port must be a number from 1 to 65535");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The fixed next hop of `domain` (its own route, or the `*` one): host and port.
     pub fn route(&self, domain: &str) -> Option<(String, u16)> {
-        let hop = self.routes.get(domain).or_else(|| self.routes.get("*"))?;
+        let hop = self
+            .routes
+            .iter()
+            .find(|(d, _)| d.eq_ignore_ascii_case(domain))
+            .map(|(_, hop)| hop)
+            .or_else(|| self.routes.get("*"))?;
         match hop.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(':') && port.parse::<u16>().is_ok() => Some((
                 host.trim_matches(['[', ']']).to_owned(),
@@ -138,6 +161,12 @@ mod tests {
             .insert("v6.test".into(), "[2001:db8::1]:26".into());
         assert_eq!(config.route("v6.test"), Some(("2001:db8::1".into(), 26)));
         assert_eq!(config.route("none.test"), None);
+        assert_eq!(config.route("V6.TEST"), Some(("2001:db8::1".into(), 26)));
+        assert!(config.validate().is_ok());
+        config
+            .routes
+            .insert("bad.test".into(), "10.0.0.1:2x".into());
+        assert!(config.validate().unwrap_err().contains("port"));
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! - [`access`]: the payloads of the access network (`access.auth`, `access.acct`).
 //! - [`dns`]: the payload of the DNS query log (`dns.query`, batches of queries).
 //! - [`analysis`]: tags, spam levels, dispositions and the pure `decide` function.
-//! - [`mail`]: the payloads of the mail pipeline (`mail.received`, `mail.delivered`,
-//!   `mail.feedback`).
+//! - [`mail`]: the payloads of the mail pipeline (`mail.received`, and `mail.submitted`
+//!   with the same payload; `mail.delivered`, `mail.feedback`).
 //! - [`outbound`]: the payloads of outbound mail (`mail.submission_limited`,
 //!   `mail.held`, `mail.relay.attempt`, `mail.relay.final`).
 //! - [`subjects`]: subject names and the NATS header names tools route by.

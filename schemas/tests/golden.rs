@@ -110,6 +110,24 @@ fn mail_delivered_v1_decodes() {
     check_golden("mail.delivered.v1.msgpack", delivered());
 }
 
+/// A try of deliver that left a copy waiting: the `deferred` outcome (added for LMTP
+/// stores; readers older than it cannot decode such an event, so deliver is upgraded
+/// last, after every reader of `mail.delivered`).
+#[test]
+fn mail_delivered_v1_with_a_deferred_copy_decodes() {
+    let mut event = delivered();
+    event.payload.deliveries[1] = RecipientDelivery {
+        recipient: "bob@example.org".into(),
+        store: "lmtp://10.0.0.5:24".into(),
+        folder: "INBOX".into(),
+        location: String::new(),
+        outcome: DeliveryOutcome::Deferred {
+            reason: "452 4.2.2 <bob@example.org> Quota exceeded".into(),
+        },
+    };
+    check_golden("mail.delivered.v1.deferred.msgpack", event);
+}
+
 fn submitted() -> Envelope<MailReceived> {
     let mut event = received();
     event.event_type = SUBMITTED_EVENT_TYPE.into();

@@ -56,6 +56,14 @@ def with_marker(messages: list[bytes], marker: str) -> list[bytes]:
     return [m for m in messages if marker.encode() in m]
 
 
+def settled(p, message_id: str) -> bool:
+    """Whether deliver is done with a message: its last record has no copy waiting.
+    Counting copies before that could miss a late duplicate from a retry."""
+    records = [e["payload"]["deliveries"] for e in json.loads(p.cli("events", "mail.delivered", "--json").stdout)
+               if e["payload"]["message_id"] == message_id]
+    return bool(records) and all(d["outcome"]["kind"] != "deferred" for d in records[-1])
+
+
 def test_lmtp_delivers_to_the_inbox_and_spam_by_plus_addressing(harness, tmp_path):
     dc = start_dovecot(harness, {"alice@example.org": None, "bob@example.org": None})
     p = stores_pampa(harness, tmp_path)
@@ -113,7 +121,9 @@ def test_one_recipient_over_quota_waits_while_the_others_are_delivered(harness, 
     # Room is made: the next try delivers carol's copy, and alice's is not sent again.
     dc.set_quota("carol@example.org", None)
     wait_for(lambda: with_marker(dc.messages("carol@example.org"), marker), 60, "carol's copy after the quota was raised")
+    wait_for(lambda: settled(p, mid), 30, "deliver done with the message")
     assert len(with_marker(dc.messages("alice@example.org"), marker)) == 1
+    assert len(with_marker(dc.messages("carol@example.org"), marker)) == 1
     final = [d for d in deliveries(p, mid) if d["outcome"]["kind"] in ("delivered", "already_delivered")]
     assert {d["recipient"] for d in final} == {"alice@example.org", "carol@example.org"}
     assert 'pampa_deliver_over_quota_total{store="lmtp",result="deferred"}' in p.http_get("/metrics")[1]
@@ -184,6 +194,7 @@ def test_fan_out_survives_one_store_down_without_loss_or_duplicates(harness, tmp
     dc.start()
     for marker in markers:
         wait_for(lambda: with_marker(dc.messages("fay@example.org"), marker), 90, f"copy {marker} in Dovecot")
+        wait_for(lambda: settled(p, queue_id(p, marker)), 30, f"deliver done with {marker}")
     for marker in [first, *markers]:
         assert len(p.copies("fay@example.org", marker)) == 1, f"{marker}: Maildir copies"
         assert len(with_marker(dc.messages("fay@example.org"), marker)) == 1, f"{marker}: Dovecot copies"

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import make_message, send_message, wait_for
 from cyrus import cyrus_available, start_cyrus
-from test_stores import SENDER, SPAM_PHRASE, deliveries, queue_id, stores_pampa, with_marker
+from test_stores import SENDER, SPAM_PHRASE, deliveries, queue_id, settled, stores_pampa, with_marker
 
 pytestmark = pytest.mark.skipif(not cyrus_available(), reason="cyrus-imapd (master, lmtpd, imapd) is not installed")
 
@@ -121,6 +121,8 @@ def test_one_recipient_over_cyrus_quota_waits_while_the_other_is_delivered(harne
     assert not with_marker(cy.messages("carol@example.org"), marker)
     cy.set_quota("carol@example.org", None)
     wait_for(lambda: with_marker(cy.messages("carol@example.org"), marker), 60, "carol's copy after the quota was lifted")
+    wait_for(lambda: settled(p, mid), 30, "deliver done with the message")
     assert len(with_marker(cy.messages("alice@example.org"), marker)) == 1
+    assert len(with_marker(cy.messages("carol@example.org"), marker)) == 1
     final = [d for d in deliveries(p, mid) if d["outcome"]["kind"] in ("delivered", "already_delivered")]
     assert {d["recipient"] for d in final} == {"alice@example.org", "carol@example.org"}
