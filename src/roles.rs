@@ -486,22 +486,13 @@ fn start_relay(config: &Config, backends: &Backends, tasks: &mut Tasks) -> Resul
     );
     tasks.set.spawn(relay.run_queue(tasks.shutdown.clone()));
     // Finished queue rows outlive their messages only by the log's retention.
-    let directory = backends.directory.clone();
-    let retention = config.bus.max_age;
-    let mut shutdown = tasks.shutdown.clone();
-    tasks.set.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            let before = chrono::Utc::now().timestamp() - retention.as_secs() as i64;
-            if let Err(error) = directory.purge_relay_queue(before).await {
-                tracing::warn!(%error, "Cannot purge the relay queue's finished rows.");
-            }
-        }
-    });
+    spawn_retention_purge(
+        config,
+        backends,
+        tasks,
+        "the relay queue's finished rows",
+        |d, before| Box::pin(async move { d.purge_relay_queue(before).await }),
+    );
     Ok(())
 }
 
@@ -602,6 +593,29 @@ fn start_deliver(config: &Config, backends: &Backends, tasks: &mut Tasks) {
     tasks.set.spawn(recover.run(tasks.shutdown.clone()));
     // Delivery marks outlive their messages only by the log's retention: a message the
     // log no longer holds is never tried again.
+    spawn_retention_purge(
+        config,
+        backends,
+        tasks,
+        "old delivery marks",
+        |d, before| Box::pin(async move { d.purge_delivery_marks(before).await }),
+    );
+}
+
+/// The future of one purge: rows removed, or why not.
+type PurgeFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<u64, pampa_directory::DirectoryError>> + Send>,
+>;
+
+/// Every hour, `purge(directory, before)` with `before` the log's retention ago: SQL
+/// rows about messages outlive them only as long as the log keeps the messages.
+fn spawn_retention_purge(
+    config: &Config,
+    backends: &Backends,
+    tasks: &mut Tasks,
+    what: &'static str,
+    purge: impl Fn(Directory, i64) -> PurgeFuture + Send + 'static,
+) {
     let directory = backends.directory.clone();
     let retention = config.bus.max_age;
     let mut shutdown = tasks.shutdown.clone();
@@ -613,8 +627,8 @@ fn start_deliver(config: &Config, backends: &Backends, tasks: &mut Tasks) {
                 _ = shutdown.changed() => return,
             }
             let before = chrono::Utc::now().timestamp() - retention.as_secs() as i64;
-            if let Err(error) = directory.purge_delivery_marks(before).await {
-                tracing::warn!(%error, "Cannot purge old delivery marks.");
+            if let Err(error) = purge(directory.clone(), before).await {
+                tracing::warn!(%error, what, "Cannot purge rows past the log's retention.");
             }
         }
     });
