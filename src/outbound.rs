@@ -10,7 +10,6 @@ use clap::Subcommand;
 use pampa_bus::EventLog;
 use pampa_directory::{Directory, DkimKey, QueueEntry};
 use pampa_relay::dkim::{self, DkimAlgorithm};
-use serde::Serialize;
 
 use crate::{config::Config, table};
 
@@ -390,12 +389,6 @@ pub enum QueueAction {
     },
 }
 
-#[derive(Serialize)]
-struct QueueView<'a> {
-    #[serde(flatten)]
-    entry: &'a QueueEntry,
-}
-
 fn queue_rows(entries: &[QueueEntry], now: i64) -> Vec<Vec<String>> {
     entries
         .iter()
@@ -441,9 +434,7 @@ pub async fn queue(config: &Config, action: QueueAction) -> Result<()> {
         QueueAction::List { json } => {
             let entries = dir.relay_queue().await?;
             if json {
-                let views: Vec<QueueView> =
-                    entries.iter().map(|entry| QueueView { entry }).collect();
-                println!("{}", serde_json::to_string_pretty(&views)?);
+                println!("{}", serde_json::to_string_pretty(&entries)?);
             } else if entries.is_empty() {
                 println!("The relay queue is empty.");
             } else {

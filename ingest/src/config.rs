@@ -75,7 +75,9 @@ impl Default for SmtpConfig {
     }
 }
 
-fn default_hostname() -> String {
+/// This machine's host name (`/proc/sys/kernel/hostname`), or `localhost`: the name
+/// pampa's SMTP roles announce unless configured.
+pub fn default_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

@@ -57,7 +57,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
-            hostname: pampa_schemas_hostname(),
+            hostname: pampa_ingest::config::default_hostname(),
             nameserver: None,
             smtp_port: 25,
             routes: BTreeMap::new(),
@@ -124,14 +124,6 @@ impl RelayConfig {
     pub fn lease(&self) -> Duration {
         self.dns_timeout * 2 + self.connect_timeout * 4 + self.command_timeout * 4
     }
-}
-
-fn pampa_schemas_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 #[cfg(test)]

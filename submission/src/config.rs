@@ -69,7 +69,7 @@ impl Default for SubmissionConfig {
         SubmissionConfig {
             listen: "127.0.0.1:5587".to_owned(),
             tls_listen: "127.0.0.1:5465".to_owned(),
-            hostname: pampa_ingest::SmtpConfig::default().hostname,
+            hostname: pampa_ingest::config::default_hostname(),
             tls_cert: None,
             tls_key: None,
             max_message_bytes: 25 * 1024 * 1024,
